@@ -1,0 +1,170 @@
+"""RoPE context extension: factors, `rope_parameters`, serving lengths and the longctx metadata block.
+
+Pure Python on plain `config.json` dicts (no torch, no transformers), because training, merge, the
+vLLM plugin and the server launcher all import it and must agree to the token.
+
+Conventions (what transformers 5.x and vLLM 0.32 both read):
+- linear (position interpolation, LongLoRA's default) and dynamic NTK: `max_position_embeddings` stays the
+  *original* context; vLLM serves `max_position_embeddings * factor`.
+- yarn: `max_position_embeddings` is the *target*; `original_max_position_embeddings` (inside
+  `rope_parameters`) is the old context; vLLM serves `max_position_embeddings` as is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+METHODS = ("linear", "yarn", "dynamic")
+META_KEY = "longctx"  # the metadata block's key in config.json
+# vLLM multiplies max_position_embeddings by the factor for every rope type except these
+# (vllm/config/model.py, _get_and_verify_max_len).
+_ALREADY_SCALED = ("su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling")
+_DEFAULT_THETA = 10000.0
+
+
+class RopeConfigError(ValueError):
+    """A checkpoint's RoPE configuration cannot serve or train what it claims. The message is one line."""
+
+
+def rope_params_of(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint's RoPE parameters in transformers-5 form (`rope_type`, `rope_theta`, ...), or None.
+
+    Accepts the older `rope_scaling` + top-level `rope_theta` spelling too (transformers 4.x checkpoints).
+    A dict that is already keyed by layer type (Gemma-style) is not a family we support."""
+    params = config.get("rope_parameters") or config.get("rope_scaling")
+    theta = config.get("rope_theta")
+    if params is None and theta is None:
+        return None
+    params = dict(params or {})
+    params.setdefault("rope_type", params.pop("type", "default"))
+    params.setdefault("rope_theta", theta if theta is not None else _DEFAULT_THETA)
+    return params
+
+
+def serving_length(config: dict[str, Any]) -> int:
+    """The max_model_len vLLM 0.32 derives from this config (its rule, reimplemented and tested against it)."""
+    length = float(config["max_position_embeddings"])
+    params = rope_params_of(config)
+    if params and params["rope_type"] not in _ALREADY_SCALED:
+        length *= float(params.get("factor") or 1.0)
+    return int(length)
+
+
+def original_context(config: dict[str, Any]) -> int:
+    """The context the base model was *pretrained* at, before any scaling it already carries."""
+    meta = config.get(META_KEY)
+    if meta and meta.get("original_context"):
+        return int(meta["original_context"])
+    params = rope_params_of(config) or {}
+    if params.get("original_max_position_embeddings"):
+        return int(params["original_max_position_embeddings"])
+    return int(config["max_position_embeddings"])
+
+
+def extension_factor(target_length: int, original: int) -> float:
+    """LongLoRA's interpolation factor, from the *true* original context (the reference code took the
+    already-scaled one and replaced the old factor, LongLoRA issue #81). Integral ratios stay exact."""
+    if target_length <= original:
+        raise RopeConfigError(
+            f"target length {target_length} is not above the model's original context {original}; "
+            f"pick --target-length > {original}"
+        )
+    return target_length / original
+
+
+def extend_config(config: dict[str, Any], method: str, target_length: int) -> dict[str, Any]:
+    """A copy of `config` whose RoPE serves exactly `target_length` tokens with `method`.
+
+    Composes with a scaling the base already has: the factor is always target / original context."""
+    if method not in METHODS:
+        raise RopeConfigError(f"unknown RoPE method {method!r}; choose one of {', '.join(METHODS)}")
+    base = rope_params_of(config)
+    if base is None:
+        raise RopeConfigError("the model has no RoPE (no rope_parameters/rope_theta in config.json); "
+                              "longctx extends RoPE models only (Llama, Mistral, Qwen2)")
+    original = original_context(config)
+    factor = extension_factor(target_length, original)
+    params: dict[str, Any] = {"rope_type": method, "factor": factor, "rope_theta": base["rope_theta"]}
+    out = {k: v for k, v in config.items() if k not in ("rope_scaling", "rope_theta")}
+    if method == "yarn":
+        params["original_max_position_embeddings"] = original
+        out["max_position_embeddings"] = target_length
+    else:
+        out["max_position_embeddings"] = original
+    out["rope_parameters"] = params
+    out[META_KEY] = metadata(original, target_length, method, factor)
+    if serving_length(out) != target_length:  # a non-power-of-two ratio that does not round-trip
+        raise RopeConfigError(f"factor {factor} x {original} does not give {target_length} tokens exactly; "
+                              f"choose a target length that is a multiple of {original} / 2**k")
+    return out
+
+
+def metadata(original: int, trained: int, method: str | None, factor: float) -> dict[str, Any]:
+    """The block longctx writes into config.json: what the RoPE was extended from, to, and how."""
+    return {"original_context": int(original), "trained_context": int(trained),
+            "rope_method": method or "none", "rope_factor": float(factor)}
+
+
+@dataclass(frozen=True)
+class ServingRope:
+    """How vLLM must build this checkpoint's RoPE to match transformers, and how long it may serve."""
+
+    rope_parameters: dict[str, Any]
+    max_position: int  # the `max_position` vLLM's get_rope receives (size of its cos/sin cache)
+    max_model_len: int
+
+
+def serving_rope(config: dict[str, Any]) -> ServingRope:
+    """vLLM's dynamic-NTK rope caches only `max_position_embeddings` positions, while vLLM serves that
+    times the factor: past it, outputs are NaN. We build the cache for the whole served length with
+    the NTK base transformers uses at that length (`max_trained_positions` = the original context)."""
+    params = rope_params_of(config)
+    if params is None:
+        raise RopeConfigError("the model has no RoPE (no rope_parameters/rope_theta in config.json)")
+    length = served_length(config)
+    if params["rope_type"] != "dynamic":
+        return ServingRope(params, int(config["max_position_embeddings"]), length)
+    fixed = dict(params, max_trained_positions=int(config["max_position_embeddings"]))
+    return ServingRope(fixed, length, length)
+
+
+def served_length(config: dict[str, Any]) -> int:
+    """What longctx serves: the trained length when the metadata gives one, else vLLM's derived length."""
+    meta = config.get(META_KEY) or {}
+    return int(meta.get("trained_context") or serving_length(config))
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose RoPE cannot serve what its metadata says it was trained for.
+
+    The classic failure: LongLoRA's merge never wrote `rope_scaling`, so servers ran the base RoPE past
+    its trained length and generated garbage (LongLoRA issue #181)."""
+    params = rope_params_of(config)
+    if params is None:
+        raise RopeConfigError("config.json has no RoPE parameters (rope_parameters or rope_theta): "
+                              "longctx serves RoPE models only")
+    meta = config.get(META_KEY)
+    if not meta:
+        return
+    trained, original = int(meta["trained_context"]), int(meta["original_context"])
+    method, factor = meta.get("rope_method", "none"), float(meta.get("rope_factor", 1.0))
+    allowed = serving_length(config)
+    if trained > allowed:
+        fix = f"run `finetune merge` again, or add rope_parameters {_expected(method, factor, params)}"
+        raise RopeConfigError(f"trained for {trained} tokens but its RoPE config allows only {allowed}: {fix}")
+    if method == "none":
+        return
+    if params["rope_type"] != method or not math.isclose(float(params.get("factor", 1.0)), factor):
+        raise RopeConfigError(
+            f"rope_parameters ({params['rope_type']}, factor {params.get('factor')}) disagree with the "
+            f"longctx metadata ({method}, factor {factor}); re-run `finetune merge`")
+    if not math.isclose(original * factor, trained):
+        raise RopeConfigError(f"metadata says original {original} x factor {factor} != trained {trained}; "
+                              f"re-run `finetune merge`")
+
+
+def _expected(method: str, factor: float, params: dict[str, Any]) -> dict[str, Any]:
+    return {"rope_type": method if method != "none" else "linear", "factor": factor,
+            "rope_theta": params["rope_theta"]}
