@@ -1,0 +1,118 @@
+"""Typed settings for `finetune train` and `finetune merge`.
+
+Each field's docstring is its `--help` line (read from this file's source, as litgpt's args.py does
+through jsonargparse). Checks live in `__post_init__` and raise `UsageError` naming the fix."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from finetune.rope import METHODS
+
+Mode = Literal["longlora", "lora", "full"]
+Attention = Literal["s2", "full"]
+Precision = Literal["auto", "bf16", "fp32"]
+
+
+class UsageError(ValueError):
+    """Bad input from the user: the CLI prints the one-line message and exits with code 2."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Extend a RoPE model's context with LongLoRA (or plain LoRA, or full fine-tuning)."""
+
+    model: Path | None = None
+    """base model folder (HF causal LM with RoPE); default: the embedded SmolLM2-135M-Instruct"""
+    target_length: int = 16384
+    """context length to train for, in tokens; every training block has exactly this length"""
+    data: tuple[Path, ...] = ()
+    """text files, folders or JSONL files (field `text`); default: the embedded Shakespeare corpus"""
+    sft: Path | None = None
+    """LongAlpaca-format JSON (list of {instruction, output[, input]}): supervised, loss on answers only"""
+    out: Path = Path("runs/longctx")
+    """run folder: run.json, metrics.jsonl, checkpoints/"""
+    rope: str = "linear"
+    """RoPE extension: linear (position interpolation, as LongLoRA), yarn or dynamic"""
+    mode: Mode = "longlora"
+    """what trains: longlora (LoRA + embeddings + norms), lora (LoRA only) or full"""
+    attention: Attention = "s2"
+    """attention while training: s2 (shifted sparse, LongLoRA §3.2) or full; evaluation is always full"""
+    group_ratio: float = 0.25
+    """S²-Attn group size as a fraction of the sequence length (paper: 1/4)"""
+    max_steps: int = 1000
+    """optimizer steps (paper: 1000)"""
+    batch_size: int = 1
+    """sequences per micro-batch on each process (paper: 1)"""
+    grad_accum: int = 8
+    """micro-batches per optimizer step (paper: 8 on each of 8 GPUs)"""
+    lr: float = 2e-5
+    """peak learning rate (paper: 2e-5)"""
+    warmup_steps: int = 20
+    """linear warm-up steps, then constant (paper: 20)"""
+    weight_decay: float = 0.0
+    """AdamW weight decay (paper: 0)"""
+    max_grad_norm: float = 1.0
+    """gradient clipping norm (0 disables)"""
+    save_every: int = 100
+    """write a checkpoint every this many steps (and at the end)"""
+    eval_fraction: float = 0.02
+    """share of packed blocks held out for evaluation (at least one when there are two or more)"""
+    seed: int = 42
+    """seed for the data order and initialisation"""
+    precision: Precision = "auto"
+    """auto: bf16 autocast where the CPU/GPU computes it natively, else fp32"""
+    gradient_checkpointing: bool = True
+    """recompute activations in the backward pass to save memory"""
+    resume: bool = False
+    """continue the run in --out from its latest checkpoint"""
+
+    def __post_init__(self) -> None:
+        if self.rope not in METHODS:
+            raise UsageError(f"unknown RoPE method {self.rope!r}; use --rope {'|'.join(METHODS)}")
+        if self.data and self.sft:
+            raise UsageError("give either --data or --sft, not both")
+        positive = ("target_length", "max_steps", "batch_size", "grad_accum", "save_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 < self.group_ratio <= 1:
+            raise UsageError("--group-ratio must be in (0, 1]; the paper uses 0.25")
+        if not 0 <= self.eval_fraction < 1:
+            raise UsageError("--eval-fraction must be in [0, 1)")
+        if self.lr <= 0 or self.warmup_steps < 0 or self.max_grad_norm < 0:
+            raise UsageError("--lr must be positive, --warmup-steps and --max-grad-norm non-negative")
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """Fold a finished run into a standalone, servable checkpoint with the extended RoPE in config.json."""
+
+    run: Path
+    """run folder written by `finetune train`"""
+    out: Path = Path("models/longctx")
+    """where to write the merged checkpoint (replaced atomically)"""
+    step: int | None = None
+    """checkpoint step to merge; default: the latest"""
+    tolerance: float = 1e-3
+    """largest allowed |logit| difference between the adapter model and the merged one (fp32)"""
+
+    def __post_init__(self) -> None:
+        if self.tolerance <= 0:
+            raise UsageError("--tolerance must be positive")
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string literal right after each field)."""
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    docs = {}
+    for field, doc in zip(body, body[1:]):
+        if isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant):
+            docs[field.target.id] = str(doc.value.value)
+    return docs
