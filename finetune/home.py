@@ -24,6 +24,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private; the result is a normal shared folder
         old = None
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")

@@ -97,7 +97,7 @@ def extend_config(config: dict[str, Any], method: str, target_length: int) -> di
     out[META_KEY] = metadata(original, target_length, method, factor)
     if serving_length(out) != target_length:  # a non-power-of-two ratio that does not round-trip
         raise RopeConfigError(f"factor {factor} x {original} does not give {target_length} tokens exactly; "
-                              f"choose a target length that is a multiple of {original} / 2**k")
+                              f"choose a target length that is a multiple of the original context")
     return out
 
 

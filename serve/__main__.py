@@ -1,0 +1,96 @@
+"""`python -m serve [MODEL_DIR] [options] [-- extra vLLM args]`: serve a checkpoint through vLLM's
+OpenAI-compatible server with long-context defaults. Without MODEL_DIR, the embedded default model."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import os
+import sys
+from pathlib import Path
+
+from finetune.rope import RopeConfigError, check_config
+from serve.args import Machine, build_command, effective_config, max_model_len
+from serve.config import PROFILES, ServeConfig
+from serve.launch import LaunchError, check_port_free, read_checkpoint_config, run_server, usage_banner
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each dataclass field (litgpt-style), for --help."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs
+
+
+def parser() -> argparse.ArgumentParser:
+    docs = field_docs(ServeConfig)
+    p = argparse.ArgumentParser(prog="python -m serve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", nargs="?", type=Path, help=docs["model"])
+    for f in dataclasses.fields(ServeConfig):
+        if f.name in ("model", "vllm_args"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool",):
+            p.add_argument(flag, action="store_true", help=docs[f.name])
+            continue
+        kind = {"int": int, "int | None": int, "float | None": float}.get(f.type, str)
+        extra = {"choices": list(PROFILES)} if f.name == "profile" else {}
+        extra = {"choices": ["linear", "yarn", "dynamic"]} if f.name == "rope" else extra
+        p.add_argument(flag, type=kind, default=f.default, help=docs[f.name], **extra)
+    return p
+
+
+def parse_args(argv: list[str]) -> ServeConfig:
+    ours, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    ns = vars(parser().parse_args(ours))
+    ns["api_key"] = ns["api_key"] or os.environ.get("LONGCTX_API_KEY") or None
+    return ServeConfig(**ns, vllm_args=tuple(extra))
+
+
+def detect_machine() -> Machine:
+    from finetune.hardware import available_memory_bytes, best_dtype, cuda_available, usable_cpus
+    from finetune.home import longctx_home
+
+    cuda = cuda_available()
+    return Machine(cuda=cuda, dtype=best_dtype(cuda), cpus=tuple(usable_cpus()),
+                   available_bytes=available_memory_bytes(), cache_root=longctx_home() / "vllm-cache")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_args(sys.argv[1:] if argv is None else argv)
+        model = cfg.model
+        if model is None:
+            from finetune.default_model import ensure_default_model
+
+            model = ensure_default_model()
+        model = model.expanduser().resolve()
+        config = read_checkpoint_config(model)
+        check_config(effective_config(config, cfg))
+        check_port_free(cfg.host, cfg.port)
+        machine = detect_machine()
+        argv_, env = build_command(config, cfg, machine, model, python=sys.executable)
+    except (ValueError, LaunchError, RopeConfigError) as err:  # RopeConfigError is a ValueError too
+        print(f"longctx serve: error: {err}", file=sys.stderr)
+        return 2
+    url = f"http://{cfg.host}:{cfg.port}/v1"
+    name = cfg.name or model.name
+    banner = usage_banner(url, name, max_model_len(config, cfg), cfg.api_key)
+    print(f"longctx serve: starting vLLM ({'CUDA' if machine.cuda else 'CPU'}, {argv_[argv_.index('--dtype') + 1]}, "
+          f"profile {cfg.profile}); the first start compiles for a few minutes", flush=True)
+    try:
+        return run_server(argv_, env, url, banner, cfg.api_key)
+    except LaunchError as err:
+        print(f"longctx serve: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

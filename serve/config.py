@@ -1,0 +1,64 @@
+"""The launcher's settings: one typed dataclass, each field's docstring is its --help."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A chunked-prefill preset: how many tokens one engine step may batch, and when a prompt counts
+    as long (a long prefill is capped per step so short requests can be scheduled beside it)."""
+
+    max_num_batched_tokens: int
+    long_prefill_token_threshold: int  # 0: no cap
+
+
+PROFILES = {
+    # Small chunks: a short request waits at most one small step behind a long prefill.
+    "latency": Profile(max_num_batched_tokens=512, long_prefill_token_threshold=256),
+    # Large chunks: fewer, bigger steps; best tokens/s when prompts arrive one at a time.
+    "throughput": Profile(max_num_batched_tokens=8192, long_prefill_token_threshold=0),
+}
+DEFAULT_PROFILE = "latency"  # chosen by measurement: docs/serving.md
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model: Path | None = None
+    """Checkpoint folder to serve (default: the embedded SmolLM2-135M-Instruct, prepared once)."""
+    host: str = "127.0.0.1"
+    """Address to listen on; 127.0.0.1 keeps the server private to this machine."""
+    port: int = 8000
+    """TCP port."""
+    api_key: str | None = None
+    """Require this bearer token (default: $LONGCTX_API_KEY, else no key)."""
+    profile: str = DEFAULT_PROFILE
+    """Chunked-prefill preset: latency (small chunks, fair time to first token) or throughput."""
+    max_num_batched_tokens: int | None = None
+    """Override the preset's token budget per engine step."""
+    max_model_len: int | None = None
+    """Serve fewer tokens than the checkpoint's trained length."""
+    kv_cache_gib: float | None = None
+    """KV-cache size in GiB (default: what 8 full-length sequences need, at most a quarter of free RAM)."""
+    dtype: str | None = None
+    """Weights' dtype (default: bfloat16 where the hardware runs it natively, else float32)."""
+    rope: str | None = None
+    """Extend a base checkpoint at inference time: linear, yarn or dynamic (needs --factor)."""
+    factor: float | None = None
+    """Context extension factor for --rope (served length = original context x factor)."""
+    name: str | None = None
+    """Model name clients use (default: the folder's name)."""
+    enforce_eager: bool = False
+    """Skip torch.compile (starts in ~40 s instead of ~3 min on 2 cores; similar speed on long prompts)."""
+    vllm_args: tuple[str, ...] = field(default_factory=tuple)
+    """Extra arguments passed to vLLM as they are (after `--`)."""
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown --profile {self.profile!r}; choose {' or '.join(PROFILES)}")
+        if (self.rope is None) != (self.factor is None):
+            raise ValueError("--rope and --factor go together, e.g. --rope linear --factor 2")
+        if self.factor is not None and self.factor <= 1:
+            raise ValueError(f"--factor must be above 1 (got {self.factor})")

@@ -1,0 +1,104 @@
+"""Start vLLM's OpenAI server as a child process, wait until it answers, tell the user how to call it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+class LaunchError(Exception):
+    """A problem the user can fix; the message is one line."""
+
+
+def read_checkpoint_config(model: Path) -> dict:
+    if not model.is_dir():
+        raise LaunchError(f"model folder {model} does not exist")
+    path = model / "config.json"
+    if not path.is_file():
+        raise LaunchError(f"{model} has no config.json: not a Hugging Face checkpoint folder")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise LaunchError(f"{path} is not valid JSON: {err}") from None
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise LaunchError(f"cannot listen on {host}:{port} ({err.strerror}); "
+                              f"stop what uses it or pick another --port") from None
+
+
+def wait_until_ready(proc: subprocess.Popen, url: str, api_key: str | None, timeout: float) -> float:
+    """Poll GET {url}/models until it answers 200; returns the seconds it took."""
+    start = time.monotonic()
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    while time.monotonic() - start < timeout:
+        if proc.poll() is not None:
+            raise LaunchError(f"vLLM exited with code {proc.returncode} before it was ready (its log is above)")
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"{url}/models", headers=headers), timeout=5):
+                return time.monotonic() - start
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            time.sleep(1.0)
+    raise LaunchError(f"vLLM did not answer at {url} within {timeout:.0f} s")
+
+
+def usage_banner(url: str, name: str, max_len: int, api_key: str | None) -> str:
+    auth = f" -H 'Authorization: Bearer {api_key}'" if api_key else ""
+    key = f"'{api_key}'" if api_key else "'unused'"
+    body = json.dumps({"model": name, "messages": [{"role": "user", "content": "Say hello in five words."}]})
+    return "\n".join([
+        f"longctx: serving {name} (up to {max_len} tokens) at {url}",
+        "  curl:",
+        f"    curl {url}/chat/completions -H 'Content-Type: application/json'{auth} -d '{body}'",
+        "  python:",
+        f"    from openai import OpenAI; client = OpenAI(base_url='{url}', api_key={key})",
+        f"    print(client.chat.completions.create(model='{name}', messages=[{{'role': 'user', "
+        f"'content': 'Say hello in five words.'}}]).choices[0].message.content)",
+        "  Ctrl-C stops the server.",
+    ])
+
+
+def run_server(argv: list[str], env: dict[str, str], url: str, banner: str, api_key: str | None,
+               ready_timeout: float = 900.0) -> int:
+    """Run vLLM until it exits or we are interrupted; forward SIGINT/SIGTERM to it."""
+    Path(env["VLLM_CACHE_ROOT"]).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(argv, env={**os.environ, **env})
+
+    def stop(signum, _frame):
+        proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        seconds = wait_until_ready(proc, url, api_key, ready_timeout)
+        print(f"\n{banner}\n  (ready after {seconds:.0f} s)\n", flush=True)
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        return _reap(proc)
+    except LaunchError:
+        _reap(proc)
+        raise
+
+
+def _reap(proc: subprocess.Popen, grace: float = 30.0) -> int:
+    try:
+        return proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.kill()
+        return proc.wait()

@@ -1,0 +1,109 @@
+"""RoPE maths: factors, rope_parameters, and the serving length, checked against vLLM's own rule."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from finetune.rope import (META_KEY, RopeConfigError, check_config, extend_config, extension_factor,
+                           original_context, rope_params_of, serving_length, serving_rope)
+
+BASE = {"model_type": "llama", "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}
+
+
+def vllm_max_len(config: dict) -> int:
+    """What vLLM 0.32 itself derives for this config (its private function, called directly)."""
+    from transformers import LlamaConfig
+    from vllm.config.model import _get_and_verify_max_len
+
+    hf = LlamaConfig(**{k: v for k, v in config.items() if k != META_KEY})
+    arch = SimpleNamespace(derived_max_model_len_and_key=(config["max_position_embeddings"],
+                                                          "max_position_embeddings"))
+    return _get_and_verify_max_len(hf, arch, None, None, False, None)
+
+
+@pytest.mark.parametrize("method", ["linear", "yarn", "dynamic"])
+@pytest.mark.parametrize("target", [8192, 16384, 32768])
+def test_extended_config_serves_exactly_the_target(method, target):
+    extended = extend_config(BASE, method, target)
+    assert serving_length(extended) == target
+    assert vllm_max_len(extended) == target
+
+
+def test_linear_keeps_original_max_positions_and_yarn_raises_it():
+    linear = extend_config(BASE, "linear", 16384)
+    assert linear["max_position_embeddings"] == 4096
+    assert linear["rope_parameters"] == {"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}
+    yarn = extend_config(BASE, "yarn", 16384)
+    assert yarn["max_position_embeddings"] == 16384
+    assert yarn["rope_parameters"]["original_max_position_embeddings"] == 4096
+    assert yarn["rope_parameters"]["factor"] == 4.0
+
+
+def test_factor_composes_with_an_already_scaled_base():
+    """LongLoRA issue #81: 8k (already x2 from 4k) -> 16k is x4 of the true original, not x2."""
+    scaled = extend_config(BASE, "linear", 8192)
+    again = extend_config(scaled, "linear", 16384)
+    assert again["rope_parameters"]["factor"] == 4.0
+    assert original_context(again) == 4096
+    assert serving_length(again) == vllm_max_len(again) == 16384
+    yarn_on_yarn = extend_config(extend_config(BASE, "yarn", 8192), "yarn", 32768)
+    assert yarn_on_yarn["rope_parameters"]["factor"] == 8.0
+    assert vllm_max_len(yarn_on_yarn) == 32768
+
+
+def test_original_context_from_a_vendor_yarn_config_without_metadata():
+    vendor = {"max_position_embeddings": 32768, "rope_parameters": {
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192, "rope_theta": 1e6}}
+    assert original_context(vendor) == 8192
+    assert serving_length(vendor) == vllm_max_len(vendor) == 32768
+
+
+def test_old_style_rope_scaling_is_read():
+    old = {"max_position_embeddings": 2048, "rope_theta": 5e5, "rope_scaling": {"type": "linear", "factor": 2.0}}
+    assert rope_params_of(old) == {"rope_type": "linear", "factor": 2.0, "rope_theta": 5e5}
+    assert serving_length(old) == 4096
+
+
+@pytest.mark.parametrize("target,original", [(4096, 4096), (2048, 4096)])
+def test_target_must_exceed_the_original(target, original):
+    with pytest.raises(RopeConfigError, match="not above"):
+        extension_factor(target, original)
+
+
+def test_bad_inputs_name_the_fix():
+    with pytest.raises(RopeConfigError, match="unknown RoPE method 'ntk'"):
+        extend_config(BASE, "ntk", 8192)
+    with pytest.raises(RopeConfigError, match="no RoPE"):
+        extend_config({"max_position_embeddings": 1024}, "linear", 4096)
+    with pytest.raises(RopeConfigError, match="exactly"):
+        # 1001 / 1000 x 1000 is 1000.9999... in floats: vLLM would serve 1000 tokens, not 1001
+        extend_config(dict(BASE, max_position_embeddings=1000), "linear", 1001)
+
+
+def test_check_refuses_a_merge_that_forgot_the_rope():
+    """LongLoRA issue #181: metadata says 16k, config still serves 4k -> refused, with the fix."""
+    broken = dict(extend_config(BASE, "linear", 16384))
+    broken["rope_parameters"] = dict(BASE["rope_parameters"])
+    with pytest.raises(RopeConfigError, match=r"trained for 16384 tokens but .* allows only 4096.*rope_type"):
+        check_config(broken)
+
+
+def test_check_refuses_disagreeing_metadata_and_accepts_good_configs():
+    good = extend_config(BASE, "yarn", 16384)
+    check_config(good)
+    check_config(BASE)  # no metadata: nothing to check against
+    wrong = dict(good, rope_parameters=dict(good["rope_parameters"], rope_type="linear"))
+    with pytest.raises(RopeConfigError, match="disagree"):
+        check_config(wrong)
+    with pytest.raises(RopeConfigError, match="no RoPE"):
+        check_config({"max_position_embeddings": 1024})
+
+
+def test_serving_rope_covers_the_whole_length_for_dynamic():
+    dyn = extend_config(BASE, "dynamic", 16384)
+    rope = serving_rope(dyn)
+    assert rope.max_position == rope.max_model_len == 16384
+    assert rope.rope_parameters["max_trained_positions"] == 4096
+    linear = serving_rope(extend_config(BASE, "linear", 16384))
+    assert linear.max_position == 4096 and linear.max_model_len == 16384

@@ -1,0 +1,43 @@
+"""The vLLM plugin: discoverable, re-entrant, light at import, and wired to vLLM's model classes."""
+
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+import plugin
+
+
+def test_entry_point_is_visible_to_vllm():
+    eps = {ep.name: ep for ep in entry_points(group="vllm.general_plugins")}
+    assert eps["longctx"].value == "plugin:register"
+    assert eps["longctx"].load() is plugin.register
+
+
+def test_register_is_reentrant():
+    from vllm import ModelRegistry
+
+    first = plugin.register()
+    second = plugin.register()
+    assert first == second == sorted(plugin.ARCHITECTURES)
+    assert set(plugin.ARCHITECTURES) <= set(ModelRegistry.get_supported_archs())
+
+
+def test_import_loads_nothing_heavy():
+    code = "import sys, plugin; print(sorted(m for m in ('torch', 'vllm', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_our_classes_reuse_vllms_families():
+    from vllm.model_executor.models.llama import LlamaForCausalLM
+    from vllm.model_executor.models.mistral import MistralForCausalLM
+    from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
+
+    from plugin import models
+
+    assert issubclass(models.LongctxLlamaForCausalLM, LlamaForCausalLM)
+    assert issubclass(models.LongctxMistralForCausalLM, MistralForCausalLM)
+    assert issubclass(models.LongctxQwen2ForCausalLM, Qwen2ForCausalLM)
+    for arch, target in plugin.ARCHITECTURES.items():
+        module, cls = target.split(":")
+        assert module == "plugin.models" and cls == arch and hasattr(models, cls)
