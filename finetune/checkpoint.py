@@ -1,0 +1,113 @@
+"""The run folder: run.json, metrics.jsonl and atomic checkpoints.
+
+    runs/x/run.json                     every setting, base model, RoPE, library versions
+    runs/x/metrics.jsonl                one JSON object per step (and per evaluation)
+    runs/x/checkpoints/step-000100/     adapter/ (peft, self-contained) or model/ (full fine-tuning),
+                                        trainer.pt (optimizer, scheduler, RNG, data position, step)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from finetune.config import TrainConfig, UsageError
+from finetune.home import atomic_dir
+
+# Settings that may change when a run is resumed; any other difference means another run.
+RESUMABLE_CHANGES = ("max_steps", "save_every", "resume")
+LIBRARIES = ("torch", "transformers", "peft", "accelerate")
+
+
+def settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings as JSON values (paths as strings)."""
+    convert = lambda v: [str(x) for x in v] if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v  # noqa: E731
+    return {k: convert(v) for k, v in asdict(cfg).items()}
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write through a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_run(run: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(run) / "run.json").read_text())
+    except OSError:
+        raise UsageError(f"{run} is not a finetune run folder (no run.json)") from None
+
+
+def check_resumable(run: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume a run whose settings differ in anything but RESUMABLE_CHANGES."""
+    old, new = read_run(run)["settings"], settings(cfg)
+    diff = [k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k]]
+    if diff:
+        k = diff[0]
+        raise UsageError(f"{run} was started with {k}={old.get(k)!r}, not {new[k]!r}: "
+                         f"it is a different run; use another --out or the same settings")
+
+
+def checkpoints(run: Path) -> list[Path]:
+    """Finished checkpoints, oldest first (temporary folders start with a dot and are skipped)."""
+    return sorted((Path(run) / "checkpoints").glob("step-*"))
+
+
+def checkpoint_at(run: Path, step: int | None = None) -> Path:
+    """The checkpoint for `step`, or the latest."""
+    found = checkpoints(run)
+    if step is not None:
+        found = [c for c in found if c.name == f"step-{step:06d}"]
+    if not found:
+        raise UsageError(f"{run} has no checkpoint" + (f" for step {step}" if step is not None else ""))
+    return found[-1]
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(run: Path, step: int, model, weights: dict | None, trainer: dict[str, Any], tokenizer) -> Path:
+    """Write checkpoint `step` atomically: a peft adapter or a full model, and the trainer state."""
+    final = Path(run) / "checkpoints" / f"step-{step:06d}"
+    with atomic_dir(final) as tmp:
+        if hasattr(model, "peft_config"):
+            model.save_pretrained(tmp / "adapter")
+        else:
+            model.save_pretrained(tmp / "model", state_dict=weights)
+            tokenizer.save_pretrained(tmp / "model")
+        torch.save(dict(trainer, rng=rng_state()), tmp / "trainer.pt")
+    return final
+
+
+def load_trainer(checkpoint: Path) -> dict[str, Any]:
+    return torch.load(Path(checkpoint) / "trainer.pt", weights_only=False)

@@ -1,0 +1,216 @@
+"""`finetune train`: the LongLoRA recipe (paper §4.1) with the whole loop visible in `train()`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from finetune import checkpoint, distributed
+from finetune.config import TrainConfig, UsageError
+from finetune.data import Dataset, Stream, collate, pretraining_data, sft_data
+from finetune.lora import apply_mode, load_adapter, trainable_count
+from finetune.model import extended_config, load_extended, load_tokenizer
+
+EVAL_SAMPLES = 8  # held-out samples scored at each checkpoint; enough to see a trend, cheap on CPU
+BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}  # without them CPU bf16 matmuls are emulated and slower than fp32
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
+    """Train as `cfg` says and return the run folder; every `save_every` steps a resumable checkpoint."""
+    d = distributed.init()
+    log = log if d.main else (lambda _: None)
+    run, base_dir = Path(cfg.out), base_model(cfg, log)
+    resume_from = open_run(run, cfg)
+    tokenizer = load_tokenizer(base_dir)
+    data = load_data(cfg, tokenizer, base_dir, log)  # bad data fails here, before anything is written
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, base_dir, resume_from).to(d.device)
+    model = distributed.wrap(model, cfg.mode, d)
+    bf16 = use_bf16(cfg.precision, d.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    # AdamW with the paper's betas (0.9, 0.95); linear warm-up then constant (DeepSpeed WarmupLR).
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)))
+    stream = Stream(data.train, cfg.batch_size, cfg.seed, tokenizer.pad_token_id, d.rank, d.world)
+    step = restore(resume_from, model, optimizer, scheduler, stream) if resume_from else 0
+    if d.main and not resume_from:
+        start_run(run, cfg, base_dir, model, data, bf16, d)
+    log(f"training {cfg.mode} at {cfg.target_length} tokens, {cfg.attention} attention, "
+        f"{'bf16' if bf16 else 'fp32'}, {d.world} process(es), from step {step}")
+
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not d.main, unit="step", dynamic_ncols=True)
+    model.train()
+    while step < cfg.max_steps:
+        started, loss_sum, tokens = time.time(), 0.0, 0
+        for _ in range(cfg.grad_accum):
+            batch = {k: v.to(d.device) for k, v in stream.next().items()}
+            with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
+                # mean loss of this micro-batch, scaled so the accumulated gradient is the step's mean
+                loss = model(**batch).loss / cfg.grad_accum
+            loss.backward()  # DDP all-reduces every micro-batch: simpler than no_sync, same gradient
+            loss_sum += loss.item()
+            tokens += int(batch["attention_mask"].sum())
+        grad_norm = clip(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        seconds = time.time() - started
+        record = {"step": step, "loss": distributed.mean(loss_sum, d), "lr": scheduler.get_last_lr()[0],
+                  "grad_norm": grad_norm, "tokens_per_s": distributed.mean(tokens, d) * d.world / seconds,
+                  "seconds": seconds}
+        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        bar.update(1)
+        if step % cfg.save_every == 0 or step == cfg.max_steps:
+            record["eval_loss"] = evaluate(model, data, tokenizer.pad_token_id, bf16, d)
+            save(run, step, model, optimizer, scheduler, stream, tokenizer, d)
+        if d.main:
+            with open(run / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+    bar.close()
+    distributed.finish(d)
+    return run
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def base_model(cfg: TrainConfig, log) -> Path:
+    """--model, or the embedded default model."""
+    if cfg.model is None:
+        from finetune.default_model import ensure_default_model
+
+        return ensure_default_model(log)
+    if not Path(cfg.model).is_dir():
+        raise UsageError(f"--model {cfg.model} is not a folder")
+    return Path(cfg.model)
+
+
+def open_run(run: Path, cfg: TrainConfig) -> Path | None:
+    """The checkpoint to resume from, or None for a new run; refuses to mix two runs in one folder."""
+    if cfg.resume:
+        checkpoint.check_resumable(run, cfg)
+        return checkpoint.checkpoint_at(run)
+    if (run / "run.json").exists():
+        raise UsageError(f"{run} already holds a run; add --resume to continue it, or choose another --out")
+    return None
+
+
+def load_data(cfg: TrainConfig, tokenizer, base_dir: Path, log) -> Dataset:
+    """SFT records, or packed blocks of --data (default: the embedded corpus)."""
+    if cfg.sft:
+        return sft_data(cfg.sft, tokenizer, cfg.target_length, cfg.eval_fraction)
+    if cfg.data:
+        paths = list(cfg.data)
+    else:
+        from finetune.corpus import default_corpus_files
+
+        paths = default_corpus_files(log)
+    return pretraining_data(paths, tokenizer, base_dir, cfg.target_length, cfg.eval_fraction, log)
+
+
+def build_model(cfg: TrainConfig, base_dir: Path, resume_from: Path | None) -> torch.nn.Module:
+    """Base model with extended RoPE, S²-Attn if asked, checkpointing, and `cfg.mode`'s trainables."""
+    full_resume = resume_from is not None and cfg.mode == "full"
+    model = load_extended(resume_from / "model" if full_resume else base_dir, cfg.rope, cfg.target_length)
+    model.config.use_cache = False
+    if cfg.gradient_checkpointing:  # non-reentrant: works with frozen inputs, DDP and FSDP
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.attention == "s2":
+        use_s2attn(model, cfg.group_ratio)
+    if resume_from is not None and cfg.mode != "full":
+        return load_adapter(model, resume_from / "adapter", trainable=True)
+    return apply_mode(model, cfg.mode)
+
+
+def use_s2attn(model: torch.nn.Module, group_ratio: float) -> None:
+    """Switch the model instance to S²-Attn (train mode only); imported lazily as it is optional."""
+    try:
+        from finetune.s2attn import apply_s2attn
+    except ImportError as e:
+        if e.name != "finetune.s2attn":
+            raise
+        raise UsageError("--attention s2 needs finetune/s2attn.py, which this checkout lacks; "
+                         "use --attention full") from None
+    apply_s2attn(model, group_ratio=group_ratio)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast only where the hardware computes bf16 natively; fp32 weights either way."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(BF16_CPU_FLAGS & cpu_flags())
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":")[1].split()}
+
+
+def start_run(run: Path, cfg: TrainConfig, base_dir: Path, model, data: Dataset, bf16: bool, d) -> None:
+    """run.json: every setting, the base model, the RoPE it trains with, library versions."""
+    run.mkdir(parents=True, exist_ok=True)
+    extended = extended_config(base_dir, cfg.rope, cfg.target_length)
+    trainable, total = trainable_count(model)
+    checkpoint.write_json(run / "run.json", {
+        "settings": checkpoint.settings(cfg), "base_model": str(base_dir.resolve()),
+        "model_type": extended["model_type"], "rope_parameters": extended["rope_parameters"],
+        "max_position_embeddings": extended["max_position_embeddings"], "longctx": extended["longctx"],
+        "precision": "bf16" if bf16 else "fp32", "world_size": d.world, "trainable_parameters": trainable,
+        "total_parameters": total, "train_samples": len(data.train), "heldout_samples": len(data.heldout),
+        "versions": checkpoint.versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+# ---------------------------------------------------------------- steps
+
+
+def clip(params: list[torch.Tensor], max_norm: float) -> float:
+    """Clip the gradients' global norm (0: measure only) and return the norm before clipping."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP2 returns a DTensor
+
+
+@torch.no_grad()
+def evaluate(model, data: Dataset, pad_id: int, bf16: bool, d) -> float | None:
+    """Mean loss on the first held-out samples, in eval mode (full attention, as the paper evaluates)."""
+    if not data.heldout:
+        return None
+    model.eval()
+    losses = []
+    for sample in data.heldout[:EVAL_SAMPLES]:
+        batch = {k: v.to(d.device) for k, v in collate([sample], pad_id).items()}
+        with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
+            losses.append(model(**batch).loss.item())
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def save(run: Path, step: int, model, optimizer, scheduler, stream: Stream, tokenizer, d) -> None:
+    """Checkpoint `step` (rank 0 writes; every rank takes part in gathering sharded state)."""
+    weights, optim_state = distributed.full_state(model, optimizer)
+    if d.main:
+        trainer = {"step": step, "optimizer": optim_state, "scheduler": scheduler.state_dict(),
+                   "data": stream.state_dict()}
+        checkpoint.save(run, step, distributed.unwrap(model), weights, trainer, tokenizer)
+    distributed.barrier(d)
+
+
+def restore(resume_from: Path, model, optimizer, scheduler, stream: Stream) -> int:
+    """Load the trainer state of a checkpoint (its weights are already in the model); return its step."""
+    state = checkpoint.load_trainer(resume_from)
+    distributed.load_optimizer(model, optimizer, state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    stream.load_state_dict(state["data"])
+    checkpoint.set_rng_state(state["rng"])
+    return int(state["step"])

@@ -1,0 +1,84 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from finetune import train as train_module
+from finetune.checkpoint import checkpoint_at, checkpoints, read_run
+from finetune.config import TrainConfig, UsageError
+from finetune.train import train, use_bf16
+
+
+def quiet(_):
+    pass
+
+
+def run_cfg(tiny_model, corpus, out, **kw):
+    settings = dict(model=tiny_model, data=(corpus,), out=out, target_length=128, attention="full", max_steps=3,
+                    grad_accum=1, lr=3e-3, warmup_steps=0, save_every=100, gradient_checkpointing=False)
+    return TrainConfig(**{**settings, **kw})
+
+
+def metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_three_steps_write_run_metrics_and_checkpoint(tiny_model, corpus, tmp_path):
+    run = train(run_cfg(tiny_model, corpus, tmp_path / "run", gradient_checkpointing=True), log=quiet)
+    info = read_run(run)
+    assert info["rope_parameters"] == {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+    assert info["settings"]["mode"] == "longlora" and "torch" in info["versions"]
+    rows = metrics(run)
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(r["loss"] == r["loss"] for r in rows)
+    assert rows[-1]["eval_loss"] is not None
+    ckpt = checkpoint_at(run)
+    assert ckpt.name == "step-000003" and (ckpt / "adapter" / "adapter_config.json").is_file()
+
+
+def test_loss_falls_on_repeated_data(tiny_model, tmp_path):
+    (tmp_path / "one.txt").write_text("The grass is green. The sky is blue. " * 40)
+    run = train(run_cfg(tiny_model, tmp_path / "one.txt", tmp_path / "run", max_steps=4, eval_fraction=0),
+                log=quiet)
+    losses = [r["loss"] for r in metrics(run)]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+def final_weights(run):
+    ckpt = checkpoint_at(run)
+    folder = ckpt / "adapter" if (ckpt / "adapter").is_dir() else ckpt / "model"
+    return load_file(next(folder.glob("*.safetensors")))
+
+
+@pytest.mark.parametrize("mode", ["longlora", "full"])
+def test_resume_gives_the_same_weights(tiny_model, corpus, tmp_path, mode):
+    common = dict(mode=mode, grad_accum=2, warmup_steps=2, save_every=2)
+    straight = train(run_cfg(tiny_model, corpus, tmp_path / "a", max_steps=4, **common), log=quiet)
+    cut = train(run_cfg(tiny_model, corpus, tmp_path / "b", max_steps=2, **common), log=quiet)
+    train(run_cfg(tiny_model, corpus, cut, max_steps=4, resume=True, **common), log=quiet)
+    a, b = final_weights(straight), final_weights(cut)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [c.name for c in checkpoints(cut)] == ["step-000002", "step-000004"]
+
+
+def test_resume_of_another_run_is_refused(tiny_model, corpus, tmp_path):
+    run = train(run_cfg(tiny_model, corpus, tmp_path / "run", max_steps=1), log=quiet)
+    with pytest.raises(UsageError, match="different run"):
+        train(run_cfg(tiny_model, corpus, run, max_steps=2, lr=1e-4, resume=True), log=quiet)
+    with pytest.raises(UsageError, match="already holds a run"):
+        train(run_cfg(tiny_model, corpus, run, max_steps=2), log=quiet)
+
+
+def test_sft_run(tiny_model, tmp_path):
+    sft = tmp_path / "sft.json"
+    sft.write_text(json.dumps([{"instruction": "Colour of the sky?", "output": "Blue."}] * 4))
+    run = train(run_cfg(tiny_model, None, tmp_path / "run", data=(), sft=sft, batch_size=2, max_steps=2), log=quiet)
+    assert len(metrics(run)) == 2
+
+
+def test_bf16_only_with_native_support(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train_module, "cpu_flags", lambda: {"avx2"})
+    assert not use_bf16("auto", cpu) and use_bf16("bf16", cpu)
+    monkeypatch.setattr(train_module, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert use_bf16("auto", cpu) and not use_bf16("fp32", cpu)
