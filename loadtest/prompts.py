@@ -70,7 +70,7 @@ def build_prompt(tok: Tokenizer, filler: list[int], length: int, depth: float, k
     """A prompt of exactly `length` tokens (as `tok.count` measures it) with the passkey at `depth`.
 
     Token boundaries can merge where the pieces meet, so the filler size is corrected until the measured
-    count matches; a correction that cycles is broken by moving the needle by one token."""
+    count matches; a correction that cycles is broken by sliding the filler window one token."""
     n = length - tok.count(compose(tok, [], 0, depth, key))
     if n <= 0:
         raise ValueError(f"bucket {bucket or length} is too short for the passkey question ({length} tokens)")
@@ -82,8 +82,8 @@ def build_prompt(tok: Tokenizer, filler: list[int], length: int, depth: float, k
         got = tok.count(text)
         if got == length:
             return Prompt(text=text, bucket=bucket, tokens=length, key=key, depth=depth)
-        if n in seen:  # oscillating around a merge at a seam: nudge the seam
-            depth = min(1.0, depth + 1 / n)
+        if n in seen:  # oscillating around a merge at a seam: slide the window one token to move the seams
+            filler, seen = filler[1:], set()
         seen.add(n)
         n += length - got
     raise ValueError(f"could not hit exactly {length} tokens after {MAX_TRIES} tries")

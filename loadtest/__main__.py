@@ -1,0 +1,65 @@
+"""python -m loadtest --host URL --scenario NAME --users N --duration 5m --out DIR [...]"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from loadtest.runner import RunConfig, run
+
+
+def parser() -> argparse.ArgumentParser:
+    """One flag per RunConfig field; each field's docstring is its help (read from the source)."""
+    p = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__)
+    helps = _field_docs()
+    for f in dataclasses.fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helps.get(f.name))
+        else:
+            required = f.default is dataclasses.MISSING
+            p.add_argument(flag, required=required, default=None if required else f.default, help=helps.get(f.name))
+    return p
+
+
+def _field_docs() -> dict[str, str]:
+    """Attribute docstrings of RunConfig: the string line that follows each field."""
+    import inspect
+
+    lines, docs = inspect.getsource(RunConfig).splitlines(), {}
+    for a, b in zip(lines, lines[1:]):
+        name = a.strip().split(":")[0]
+        if ":" in a and b.strip().startswith('"""') and name.isidentifier():
+            docs[name] = b.strip().strip('"')
+    return docs
+
+
+def config(args: argparse.Namespace) -> RunConfig:
+    """Typed config from parsed flags; the API key falls back to $OPENAI_API_KEY."""
+    return RunConfig(host=args.host.rstrip("/"), out=Path(args.out), scenario=args.scenario, users=int(args.users),
+                     duration=args.duration, api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+                     buckets=tuple(args.buckets.split(",")) if isinstance(args.buckets, str) else None,
+                     per_bucket=int(args.per_bucket), max_tokens=int(args.max_tokens),
+                     slo_ttft_ms=_num(args.slo_ttft_ms), slo_tpot_ms=_num(args.slo_tpot_ms),
+                     slo_e2e_ms=_num(args.slo_e2e_ms), metrics=args.metrics, seed=int(args.seed))
+
+
+def _num(x) -> float | None:
+    return None if x is None else float(x)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = config(args)
+    except ValueError as e:
+        print(f"loadtest: {e}", file=sys.stderr)
+        return 2
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The run plan: server facts, scenario, and every prompt, made once before Locust starts.
+
+Users read the plan instead of tokenizing under load, so the tokenizer calls never compete with the
+requests being measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from loadtest.prompts import parse_bucket, plan_prompts
+from loadtest.scenarios import SCENARIOS
+from loadtest.server import ServerInfo, http_tokenizer, probe
+
+DEFAULT_BUCKETS = ("1k", "4k", "8k")
+
+
+def choose_buckets(asked: list[str] | None, info: ServerInfo, max_tokens: int, long_vs_short: bool) -> list[str]:
+    """The buckets to plan. Asked ones must fit max_model_len with the output; default ones that do not
+    fit are dropped (one bucket at the limit if none fits). long-vs-short keeps the shortest bucket and
+    adds one at the limit."""
+    limit = info.max_model_len - max_tokens if info.max_model_len else None
+    for b in asked or []:
+        if limit is not None and parse_bucket(b) > limit:
+            raise ValueError(f"bucket {b} ({parse_bucket(b)} tokens) plus --max-tokens {max_tokens} exceeds the "
+                             f"server's max_model_len {info.max_model_len}: use buckets up to {limit} tokens")
+    buckets = list(asked or [b for b in DEFAULT_BUCKETS if limit is None or parse_bucket(b) <= limit])
+    buckets = buckets or [str(limit)]
+    buckets.sort(key=parse_bucket)
+    if long_vs_short:
+        return [buckets[0], str(limit) if limit else buckets[-1]]
+    return buckets
+
+
+def corpus_text() -> str:
+    """The project's default corpus (Shakespeare) as one string."""
+    from finetune.corpus import default_corpus_files  # fetched once and cached under LONGCTX_HOME
+
+    return "\n".join(f.read_text(errors="replace") for f in default_corpus_files(log=lambda *_: None))
+
+
+def make_plan(host: str, api_key: str | None, scenario: str, buckets: list[str] | None, per_bucket: int,
+              max_tokens: int, seed: int = 0, corpus: str | None = None) -> dict:
+    """Probe the server and plan the prompts; raises ServerError or ValueError with a message to show."""
+    sc = SCENARIOS[scenario]
+    info = probe(host, api_key)
+    chosen = choose_buckets(buckets, info, max_tokens, sc.long_vs_short)
+    tok = http_tokenizer(host, api_key, info.model, sc.endpoint)
+    prompts = plan_prompts(tok, corpus or corpus_text(), chosen, per_bucket, sc.shared_prefix, seed)
+    return {"host": host, "model": info.model, "max_model_len": info.max_model_len, "scenario": scenario,
+            "endpoint": sc.endpoint, "max_tokens": max_tokens, "buckets": chosen,
+            "long_bucket": chosen[-1] if sc.long_vs_short else None, "short_bucket": chosen[0],
+            # vLLM's per-request cache_salt keeps reused prompts from hitting the prefix cache
+            "cache_salt": not sc.shared_prefix, "prompts": [p.to_dict() for p in prompts]}
+
+
+def save_plan(plan: dict, path: Path) -> Path:
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def load_plan(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,137 @@
+"""`python -m loadtest`: plan the prompts, run `locust --headless`, then write summary.md and plots.
+
+Locust runs in its own process: it monkey-patches sockets with gevent on import, so it never shares a
+process with this runner's planning, with pytest, or with vLLM."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtest.metrics import parse_prometheus, server_side
+from loadtest.plan import make_plan, save_plan
+from loadtest.plots import write_plots
+from loadtest.scenarios import SCENARIOS
+from loadtest.server import ServerError, scrape
+from loadtest.summary import Slo, load_records, render
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One load test run."""
+
+    host: str
+    """Server root, e.g. http://127.0.0.1:8000 (no /v1)."""
+    out: Path
+    """Results folder: Locust CSV and HTML, records.jsonl, summary.md, PNG plots."""
+    scenario: str = "chat"
+    """One of: chat, completions, long-vs-short, ramp, shared-prefix."""
+    users: int = 4
+    """Concurrent users (ramp: the last step's count)."""
+    duration: str = "5m"
+    """Run time: 30s, 5m, 1h30m."""
+    api_key: str | None = None
+    """Bearer token (default: $OPENAI_API_KEY)."""
+    buckets: tuple[str, ...] | None = None
+    """Prompt lengths in tokens, e.g. 1k,4k,8k (default: those of 1k,4k,8k that fit max_model_len)."""
+    per_bucket: int = 32
+    """Distinct prompts planned per bucket; users cycle through them (cache_salt keeps them uncached)."""
+    max_tokens: int = 32
+    """Output tokens per request."""
+    slo_ttft_ms: float | None = None
+    """Goodput: a request must have its first token within this many ms."""
+    slo_tpot_ms: float | None = None
+    """Goodput: and at most this many ms per output token."""
+    slo_e2e_ms: float | None = None
+    """Goodput: and finish within this many ms."""
+    metrics: bool = True
+    """Scrape the server's Prometheus /metrics before and after."""
+    seed: int = 0
+    """Seed for prompt windows, passkeys and depths."""
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown --scenario {self.scenario!r}; choose one of {', '.join(SCENARIOS)}")
+        if self.users < 1 or (SCENARIOS[self.scenario].long_vs_short and self.users < 2):
+            raise ValueError("--users must be at least 1 (long-vs-short: at least 2, one long and one short)")
+        parse_duration(self.duration)
+
+
+def parse_duration(text: str) -> float:
+    """'1h30m' -> 5400.0, '20s' -> 20.0, '90' -> 90.0 (seconds)."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?", text.strip())
+    if not text.strip() or not parts:
+        raise ValueError(f"bad --duration {text!r}: use e.g. 30s, 5m or 1h30m")
+    h, m, s = (int(g or 0) for g in parts.groups())
+    return float(h * 3600 + m * 60 + s)
+
+
+def locust_command(cfg: RunConfig) -> list[str]:
+    """The `locust --headless` command line: CSV (with history) and HTML into cfg.out."""
+    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", cfg.host,
+            "--users", str(cfg.users), "--spawn-rate", str(cfg.users), "--run-time", cfg.duration,
+            "--csv", str(cfg.out / "locust"), "--csv-full-history", "--html", str(cfg.out / "locust.html"),
+            "--stop-timeout", "30", "--only-summary", "--loglevel", "WARNING"]
+
+
+def locust_env(cfg: RunConfig, plan: Path, records: Path) -> dict[str, str]:
+    """The environment the locustfile reads its plan, key and shape from."""
+    env = {**os.environ, "LOADTEST_PLAN": str(plan), "LOADTEST_RECORDS": str(records),
+           "LOADTEST_SCENARIO": cfg.scenario, "LOADTEST_USERS": str(cfg.users),
+           "LOADTEST_DURATION_S": str(parse_duration(cfg.duration)),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    if cfg.api_key:
+        env["LOADTEST_API_KEY"] = cfg.api_key
+    return env
+
+
+def prepare(cfg: RunConfig) -> Path:
+    """Check the server and plan the prompts into cfg.out/plan.json; ServerError/ValueError on bad input."""
+    plan = make_plan(cfg.host, cfg.api_key, cfg.scenario, list(cfg.buckets) if cfg.buckets else None,
+                     cfg.per_bucket, cfg.max_tokens, cfg.seed)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    return save_plan(plan, cfg.out / "plan.json")
+
+
+def run(cfg: RunConfig, log=print) -> int:
+    """The whole run; 2 on bad input (nothing started), 1 on transport failures, else 0."""
+    try:
+        plan = prepare(cfg)
+    except (ServerError, ValueError) as e:
+        log(f"loadtest: {e}")
+        return 2
+    records = cfg.out / "records.jsonl"
+    records.unlink(missing_ok=True)
+    before = scrape(cfg.host, cfg.api_key) if cfg.metrics else None
+    log(f"loadtest: {cfg.scenario} with {cfg.users} users for {cfg.duration} against {cfg.host}")
+    code = subprocess.run(locust_command(cfg), env=locust_env(cfg, plan, records)).returncode
+    after = scrape(cfg.host, cfg.api_key) if before else None
+    server = server_side(parse_prometheus(before), parse_prometheus(after)) if before and after else None
+    rows = load_records(records)
+    write_results(cfg, rows, server)
+    log(f"loadtest: results in {cfg.out}/summary.md")
+    return exit_code(code, rows)
+
+
+def exit_code(locust_code: int, records: list[dict]) -> int:
+    """0 when requests completed without transport failures: wrong passkeys are a result, not an error
+    (Locust itself exits 1 on any failed event, passkeys included)."""
+    if locust_code not in (0, 1):
+        return locust_code
+    return 1 if not records or any(r["failure"] for r in records) else 0
+
+
+def write_results(cfg: RunConfig, records: list[dict], server: dict | None) -> None:
+    """summary.md and the PNG plots."""
+    slo = Slo(cfg.slo_ttft_ms, cfg.slo_tpot_ms, cfg.slo_e2e_ms)
+    title = f"{cfg.scenario}: {cfg.users} users, {cfg.duration}, {cfg.host}"
+    (cfg.out / "summary.md").write_text(render(records, slo, title, server))
+    if records:
+        write_plots(records, cfg.out)
