@@ -10,14 +10,13 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from finetune import checkpoint, distributed
+from finetune import checkpoint, distributed, hardware
 from finetune.config import TrainConfig, UsageError
 from finetune.data import Dataset, Stream, collate, pretraining_data, sft_data
 from finetune.lora import apply_mode, load_adapter, trainable_count
 from finetune.model import extended_config, load_extended, load_tokenizer
 
 EVAL_SAMPLES = 8  # held-out samples scored at each checkpoint; enough to see a trend, cheap on CPU
-BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}  # without them CPU bf16 matmuls are emulated and slower than fp32
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
@@ -142,20 +141,13 @@ def use_s2attn(model: torch.nn.Module, group_ratio: float) -> None:
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast only where the hardware computes bf16 natively; fp32 weights either way."""
+    """bf16 autocast only where the hardware computes bf16 natively (on CPU: AVX512-BF16 or AMX; emulated
+    bf16 is far slower than fp32, see finetune/hardware.py); fp32 weights either way."""
     if precision != "auto":
         return precision == "bf16"
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return bool(BF16_CPU_FLAGS & cpu_flags())
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":")[1].split()}
+    return hardware.cpu_has_fast_bf16()
 
 
 def start_run(run: Path, cfg: TrainConfig, base_dir: Path, model, data: Dataset, bf16: bool, d) -> None:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from finetune import train as train_module
+from finetune import hardware
 from finetune.checkpoint import checkpoint_at, checkpoints, read_run
 from finetune.config import TrainConfig, UsageError
 from finetune.train import train, use_bf16
@@ -78,7 +78,7 @@ def test_sft_run(tiny_model, tmp_path):
 
 def test_bf16_only_with_native_support(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(train_module, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2"})
     assert not use_bf16("auto", cpu) and use_bf16("bf16", cpu)
-    monkeypatch.setattr(train_module, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "amx_bf16"})
     assert use_bf16("auto", cpu) and not use_bf16("fp32", cpu)

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+import torch
+
+from finetune.config import MergeConfig, TrainConfig
+from finetune.merge import MergeError, check_close, merge, sample_ids
+from finetune.rope import serving_length
+from finetune.train import train
+from finetune.lora import load_adapter
+from finetune.model import load_extended
+from finetune.checkpoint import checkpoint_at
+
+
+def trained_run(tiny_model, corpus, out, **kw):
+    settings = dict(model=tiny_model, data=(corpus,), out=out, target_length=256, attention="full", max_steps=2,
+                    grad_accum=1, lr=1e-2, warmup_steps=0, gradient_checkpointing=False)
+    return train(TrainConfig(**{**settings, **kw}), log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model, tmp_path_factory):
+    from tests.tiny import training_text
+
+    folder = tmp_path_factory.mktemp("data")
+    (folder / "t.txt").write_text(" ".join(training_text()) * 4)
+    return trained_run(tiny_model, folder, tmp_path_factory.mktemp("runs") / "run")
+
+
+def test_merged_logits_equal_the_adapter_models(run, tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = merge(MergeConfig(run=run, out=tmp_path / "merged"), log=lambda _: None)
+    adapter = load_adapter(load_extended(tiny_model, "linear", 256), checkpoint_at(run) / "adapter").eval()
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = sample_ids(400, 256)
+    with torch.no_grad():
+        assert (adapter(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max() < 1e-4
+
+
+def test_merged_folder_carries_the_extended_rope(run, tmp_path):
+    from transformers import AutoConfig
+
+    out = merge(MergeConfig(run=run, out=tmp_path / "merged"), log=lambda _: None)
+    config = json.loads((out / "config.json").read_text())
+    assert config["rope_parameters"] == {"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}
+    assert config["max_position_embeddings"] == 64 and serving_length(config) == 256
+    assert config["architectures"] == ["LongctxLlamaForCausalLM"]
+    assert config["longctx"] == {"original_context": 64, "trained_context": 256, "rope_method": "linear",
+                                 "rope_factor": 4.0}
+    loaded = AutoConfig.from_pretrained(out)  # what transformers (and so vLLM's config reader) sees
+    assert loaded.rope_parameters["rope_type"] == "linear" and loaded.rope_parameters["factor"] == 4.0
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+
+
+def test_merge_twice_changes_nothing(run, tmp_path):
+    out = merge(MergeConfig(run=run, out=tmp_path / "merged"), log=lambda _: None)
+    before = {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in out.iterdir()}
+    logs = []
+    merge(MergeConfig(run=run, out=out), log=logs.append)
+    assert "nothing to do" in logs[0]
+    assert {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in out.iterdir()} == before
+
+
+def test_full_fine_tuning_merges_too(tiny_model, corpus, tmp_path):
+    run = trained_run(tiny_model, corpus, tmp_path / "run", mode="full", target_length=128)
+    out = merge(MergeConfig(run=run, out=tmp_path / "merged"), log=lambda _: None)
+    assert serving_length(json.loads((out / "config.json").read_text())) == 128
+
+
+def test_yarn_run_merges_with_target_as_max_positions(tiny_model, corpus, tmp_path):
+    run = trained_run(tiny_model, corpus, tmp_path / "run", rope="yarn", target_length=128, max_steps=1)
+    out = merge(MergeConfig(run=run, out=tmp_path / "merged"), log=lambda _: None)
+    config = json.loads((out / "config.json").read_text())
+    assert config["max_position_embeddings"] == 128
+    assert config["rope_parameters"]["original_max_position_embeddings"] == 64
+
+
+def test_a_gap_beyond_tolerance_is_refused():
+    with pytest.raises(MergeError, match="nothing written"):
+        check_close(torch.zeros(3), torch.full((3,), 0.1), 1e-3, "x")
