@@ -42,11 +42,12 @@ def make_tokenizer(vocab_size: int = 512):
     return fast
 
 
-def make_tiny_checkpoint(out: Path, context: int = 128, layers: int = 2, hidden: int = 64, heads: int = 4,
+def make_tiny_checkpoint(out: Path, context: int = 128, layers: int = 2, hidden: int = 128, heads: int = 4,
                          kv_heads: int = 2, rope: dict | None = None, seed: int = 0,
                          architecture: str = "LlamaForCausalLM", init_std: float = 0.2) -> Path:
     """Write a random-init Llama checkpoint (safetensors, float32) with its tokenizer to `out`.
 
+    Head size 32 (128 / 4): the smallest vLLM's CPU attention supports.
     `init_std` is larger than usual so next-token distributions are peaked, not uniform: parity tests
     then compare clearly ranked logprobs."""
     import torch

@@ -1,0 +1,86 @@
+"""Session fixtures: one real vLLM server on a tiny checkpoint, shared by every end-to-end test
+(a cold start takes about a minute on 2 cores, so it starts once)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.tiny import make_tiny_checkpoint
+
+TINY_CONTEXT, TINY_FACTOR = 128, 4  # original context and linear RoPE factor of the served checkpoint
+API_KEY = "test-key-123"
+
+
+@dataclass(frozen=True)
+class Server:
+    base_url: str  # http://127.0.0.1:PORT
+    api_key: str
+    model_dir: Path
+    max_model_len: int
+    log: Path
+
+    @property
+    def name(self) -> str:
+        return self.model_dir.name
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_served_checkpoint(out: Path) -> Path:
+    """The tiny checkpoint as `finetune merge` writes one: linear RoPE x4, our architecture, metadata."""
+    from finetune.default_model import mark_as_longctx
+
+    rope = {"rope_type": "linear", "factor": float(TINY_FACTOR), "rope_theta": 10000.0}
+    make_tiny_checkpoint(out, context=TINY_CONTEXT, rope=rope)
+    mark_as_longctx(out, original=TINY_CONTEXT, trained=TINY_CONTEXT * TINY_FACTOR, method="linear",
+                    factor=float(TINY_FACTOR))
+    return out
+
+
+def wait_for(url: str, api_key: str, proc: subprocess.Popen, log: Path, timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": f"Bearer {api_key}"})
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
+        try:
+            urllib.request.urlopen(request, timeout=5)
+            return
+        except OSError:
+            time.sleep(1)
+    raise RuntimeError(f"server not ready after {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tmp_path_factory) -> Server:
+    root = tmp_path_factory.mktemp("server")
+    model = make_served_checkpoint(root / "tiny-linear-x4")
+    port, log = free_port(), root / "server.log"
+    env = {**os.environ, "LONGCTX_HOME": str(root / "home")}
+    cmd = [sys.executable, "-m", "serve", str(model), "--port", str(port), "--api-key", API_KEY,
+           "--enforce-eager", "--kv-cache-gib", "1"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(url, API_KEY, proc, log)
+        yield Server(url, API_KEY, model, TINY_CONTEXT * TINY_FACTOR, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
