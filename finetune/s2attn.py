@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ATTN_NAME = "longctx_s2"  # our key in transformers' AttentionInterface and AttentionMaskInterface
-DEFAULT_GROUP_RATIO = 0.25  # LongLoRA default G = N/4 (paper Table 9 ablation)
+DEFAULT_GROUP_RATIO = 0.25  # LongLoRA default G = N/4 (N/2 also fine, N/6 and N/8 worse in its ablation)
 _RATIO_ATTR = "longctx_s2_group_ratio"  # instance attribute marking an attention module of a patched model
 _PREVIOUS_ATTR = "longctx_s2_previous"  # instance attribute on the model: the implementation to restore
 
@@ -76,6 +76,8 @@ def _run_attention(q: Tensor, k: Tensor, v: Tensor, size: int, count: int, key_p
         return x.unflatten(2, (count, size)).transpose(1, 2).flatten(0, 1)  # (B, h, n·G, D) -> (B·n, h, G, D)
 
     mask = None if key_padding is None else _block_mask(key_padding.reshape(batch * count, size), size)
+    if mask is not None and q.shape[1] != k.shape[1]:  # CUDA SDPA has no fused kernel for GQA with a mask
+        k, v = (x.repeat_interleave(q.shape[1] // x.shape[1], dim=1) for x in (k, v))  # (B, h, n·G, D)
     out = F.scaled_dot_product_attention(fold(q), fold(k), fold(v), attn_mask=mask, dropout_p=dropout,
                                          is_causal=mask is None, scale=scale,
                                          enable_gqa=q.shape[1] != k.shape[1])  # (B·n, h, G, D)
@@ -100,7 +102,7 @@ def _kv_halves(x: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
     if kv_heads % 2:  # an odd number of kv heads straddles the split: expand to one per query head
         x = x.repeat_interleave(num_heads // kv_heads, dim=1)  # (B, H, N, D)
     half = x.shape[1] // 2
-    return x[:, :half], x[:, half:]  # 2 × (B, H_kv/2, N, D)
+    return x[:, :half], x[:, half:]  # 2 × (B, h_kv, N, D), h_kv = H_kv/2 or H/2
 
 
 def s2_attention(q: Tensor, k: Tensor, v: Tensor, group_size: int, key_padding: Tensor | None = None, *,
@@ -177,13 +179,16 @@ def _xformers_half(q: Tensor, k: Tensor, v: Tensor, bounds: list[int], lengths: 
 def _key_padding_from_mask(mask: Tensor | None) -> Tensor | None:
     """(B, N) real-token flags from the 4D mask transformers builds for SDPA, or None when it passed none.
 
-    `sdpa_mask` is causal AND key padding, so its diagonal is exactly the key padding (a real token sees itself)."""
+    `sdpa_mask` is causal AND key padding, so its diagonal is exactly the key padding (a real token sees itself).
+    A mask that hides more (documents packed with restarting position_ids) cannot be reduced to that: refuse."""
     if mask is None:
         return None
-    diag = torch.diagonal(mask[:, 0], dim1=-2, dim2=-1)  # (B, 1, N, N) -> (B, N)
-    if diag.dtype == torch.bool:
-        return diag
-    return diag > torch.finfo(diag.dtype).min / 2  # additive float mask: 0 attend, large negative masked
+    allowed = mask[:, 0] if mask.dtype == torch.bool else mask[:, 0] > torch.finfo(mask.dtype).min / 2  # (B, N, N)
+    key_padding = torch.diagonal(allowed, dim1=-2, dim2=-1)  # (B, N)
+    if not torch.equal(allowed[:, -1], key_padding):  # the last query must see every real key
+        raise ValueError("S2-Attn honours causal padding masks only; pack documents without restarting "
+                         "position_ids (or train with --attention full)")
+    return key_padding
 
 
 def s2_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: Tensor,
@@ -191,7 +196,7 @@ def s2_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: T
                          **kwargs) -> tuple[Tensor, None]:
     """transformers attention function: S²-Attn on marked modules in training mode, else SDPA unchanged.
 
-    The paper evaluates with full attention (§4, Table 6); the reference kept S² on at eval and only warned."""
+    LongLoRA trains with S² but evaluates with full attention; the reference kept S² on at eval, only warning."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     ratio = getattr(module, _RATIO_ATTR, None)
@@ -223,8 +228,9 @@ def _attention_modules(model: nn.Module) -> list[nn.Module]:
 def apply_s2attn(model: nn.Module, group_ratio: float = DEFAULT_GROUP_RATIO) -> list[nn.Module]:
     """Switch this model instance to S²-Attn (training mode only); returns the attention modules it marked.
 
-    Behaviour is decided per module, so a sibling model that shares this config object keeps plain SDPA."""
-    group_size_for(2, group_ratio)  # validate the ratio before touching anything
+    S² runs only in the modules marked here. transformers shares one config object between models built from
+    it, so such a sibling also reports `longctx_s2`, but computes plain SDPA (same maths as sdpa/eager)."""
+    group_size_for(2, group_ratio)  # raises on a bad ratio before anything is touched
     modules = _attention_modules(model)
     if not modules:
         raise ValueError(f"{type(model).__name__} has no attention modules with `num_key_value_groups`; "

@@ -191,3 +191,15 @@ def test_padding_is_never_attended(llama_config, pad):
     assert torch.isfinite(a).all()
     torch.testing.assert_close(a[mask], b[mask])
     remove_s2attn(model)
+
+
+def test_packed_documents_are_refused_not_silently_merged(llama_config):
+    model = tiny_llama(llama_config).train()
+    apply_s2attn(model)
+    ids = torch.randint(0, 96, (1, 32), generator=torch.Generator().manual_seed(4))
+    restarting = torch.cat([torch.arange(20), torch.arange(12)])[None]  # two documents in one row
+    with pytest.raises(ValueError, match="position_ids"):
+        model(input_ids=ids, position_ids=restarting, use_cache=False)
+    model.eval()
+    model(input_ids=ids, position_ids=restarting, use_cache=False)  # full attention (plain SDPA) handles packing itself
+    remove_s2attn(model)
