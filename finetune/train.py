@@ -24,6 +24,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     d = distributed.init()
     log = log if d.main else (lambda _: None)
     run, base_dir = Path(cfg.out), base_model(cfg, log)
+    rope = extended_config(base_dir, cfg.rope, cfg.target_length)  # refuses a bad target or method early
     resume_from = open_run(run, cfg)
     tokenizer = load_tokenizer(base_dir)
     data = load_data(cfg, tokenizer, base_dir, log)  # bad data fails here, before anything is written
@@ -38,41 +39,40 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     stream = Stream(data.train, cfg.batch_size, cfg.seed, tokenizer.pad_token_id, d.rank, d.world)
     step = restore(resume_from, model, optimizer, scheduler, stream) if resume_from else 0
     if d.main and not resume_from:
-        start_run(run, cfg, base_dir, model, data, bf16, d)
+        start_run(run, cfg, base_dir, rope, model, data, bf16, d)
     log(f"training {cfg.mode} at {cfg.target_length} tokens, {cfg.attention} attention, "
         f"{'bf16' if bf16 else 'fp32'}, {d.world} process(es), from step {step}")
 
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not d.main, unit="step", dynamic_ncols=True)
-    model.train()
-    while step < cfg.max_steps:
-        started, loss_sum, tokens = time.time(), 0.0, 0
-        for _ in range(cfg.grad_accum):
-            batch = {k: v.to(d.device) for k, v in stream.next().items()}
-            with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
-                # mean loss of this micro-batch, scaled so the accumulated gradient is the step's mean
-                loss = model(**batch).loss / cfg.grad_accum
-            loss.backward()  # DDP all-reduces every micro-batch: simpler than no_sync, same gradient
-            loss_sum += loss.item()
-            tokens += int(batch["attention_mask"].sum())
-        grad_norm = clip(params, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+    with tqdm(total=cfg.max_steps, initial=step, disable=not d.main, unit="step", dynamic_ncols=True) as bar:
+        model.train()
+        while step < cfg.max_steps:
+            started, loss_sum, tokens = time.time(), 0.0, 0
+            for _ in range(cfg.grad_accum):
+                batch = {k: v.to(d.device) for k, v in stream.next().items()}
+                with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    # mean loss of this micro-batch, scaled so the accumulated gradient is the step's mean
+                    loss = model(**batch).loss / cfg.grad_accum
+                loss.backward()  # DDP all-reduces every micro-batch: simpler than no_sync, same gradient
+                loss_sum += loss.item()
+                tokens += int(batch["attention_mask"].sum())
+            grad_norm = clip(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
 
-        seconds = time.time() - started
-        record = {"step": step, "loss": distributed.mean(loss_sum, d), "lr": scheduler.get_last_lr()[0],
-                  "grad_norm": grad_norm, "tokens_per_s": distributed.mean(tokens, d) * d.world / seconds,
-                  "seconds": seconds}
-        bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-        bar.update(1)
-        if step % cfg.save_every == 0 or step == cfg.max_steps:
-            record["eval_loss"] = evaluate(model, data, tokenizer.pad_token_id, bf16, d)
-            save(run, step, model, optimizer, scheduler, stream, tokenizer, d)
-        if d.main:
-            with open(run / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-    bar.close()
+            seconds = time.time() - started
+            record = {"step": step, "loss": distributed.mean(loss_sum, d), "lr": scheduler.get_last_lr()[0],
+                      "grad_norm": grad_norm, "tokens_per_s": distributed.mean(tokens, d) * d.world / seconds,
+                      "seconds": seconds}
+            bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            bar.update(1)
+            if step % cfg.save_every == 0 or step == cfg.max_steps:
+                record["eval_loss"] = evaluate(model, data, tokenizer.pad_token_id, bf16, d)
+                save(run, step, model, optimizer, scheduler, stream, tokenizer, d)
+            if d.main:
+                with open(run / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
     distributed.finish(d)
     return run
 
@@ -150,10 +150,10 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return hardware.cpu_has_fast_bf16()
 
 
-def start_run(run: Path, cfg: TrainConfig, base_dir: Path, model, data: Dataset, bf16: bool, d) -> None:
+def start_run(run: Path, cfg: TrainConfig, base_dir: Path, extended: dict, model, data: Dataset, bf16: bool,
+              d) -> None:
     """run.json: every setting, the base model, the RoPE it trains with, library versions."""
     run.mkdir(parents=True, exist_ok=True)
-    extended = extended_config(base_dir, cfg.rope, cfg.target_length)
     trainable, total = trainable_count(model)
     checkpoint.write_json(run / "run.json", {
         "settings": checkpoint.settings(cfg), "base_model": str(base_dir.resolve()),
