@@ -1,4 +1,4 @@
-"""`finetune train ...` and `finetune merge RUN --out DIR` (also `python -m finetune`).
+"""`finetune train ...`, `finetune merge RUN --out DIR` and `finetune eval MODEL` (also `python -m finetune`).
 
 Flags come from the config dataclasses (their field docstrings are the help). Settings may also come
 from a TOML preset whose first line is the command that runs it, e.g.
@@ -21,10 +21,10 @@ import typing
 from pathlib import Path
 from typing import Any, Callable
 
-from finetune.config import MergeConfig, TrainConfig, UsageError, field_docs
+from finetune.config import EvalConfig, MergeConfig, TrainConfig, UsageError, field_docs
 from finetune.rope import RopeConfigError
 
-COMMANDS: dict[str, type] = {"train": TrainConfig, "merge": MergeConfig}
+COMMANDS: dict[str, type] = {"train": TrainConfig, "merge": MergeConfig, "eval": EvalConfig}
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -55,6 +55,10 @@ def runner(command: str) -> Callable[[Any], Any]:
         from finetune.train import train
 
         return train
+    if command == "eval":
+        from finetune.eval import evaluate
+
+        return evaluate
     from finetune.merge import merge
 
     return merge

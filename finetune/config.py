@@ -107,6 +107,49 @@ class MergeConfig:
             raise UsageError("--tolerance must be positive")
 
 
+@dataclass(frozen=True)
+class EvalConfig:
+    """Perplexity against context length and passkey retrieval of a base or merged model (full attention)."""
+
+    model: Path
+    """model folder: a merged checkpoint, or a base model (with --rope/--factor to extend it at load time)"""
+    out: Path = Path("eval")
+    """folder for eval.json, perplexity.png and passkey.png"""
+    data: tuple[Path, ...] = ()
+    """held-out text files or folders, used whole; default: the held-out tail of the embedded corpus"""
+    lengths: tuple[int, ...] = (1024, 2048, 4096)
+    """context lengths (tokens) at which to measure perplexity"""
+    stride: int = 256
+    """tokens between the starts of consecutive perplexity windows (LongLoRA's eval.py: 256)"""
+    max_windows: int = 8
+    """at most this many windows per length, spread evenly over the text (bounds the time)"""
+    passkey_lengths: tuple[int, ...] = ()
+    """prompt lengths (tokens) for passkey retrieval; default: --lengths"""
+    passkey_depths: int = 5
+    """depth bins between 0 and 1 for the needle; each trial draws its depth inside its bin"""
+    passkey_trials: int = 2
+    """trials per length and depth bin (paper: 10); 0 skips passkey retrieval"""
+    rope: str | None = None
+    """inference-time RoPE override: linear, yarn or dynamic (needs --factor)"""
+    factor: float | None = None
+    """extension factor for --rope, relative to the model's original context"""
+    seed: int = 0
+    """seed for the passkeys and their depths"""
+
+    def __post_init__(self) -> None:
+        if (self.rope is None) != (self.factor is None):
+            raise UsageError("give --rope and --factor together (e.g. --rope linear --factor 4)")
+        if self.rope is not None and self.rope not in METHODS:
+            raise UsageError(f"unknown RoPE method {self.rope!r}; use --rope {'|'.join(METHODS)}")
+        if self.factor is not None and self.factor <= 1:
+            raise UsageError("--factor must be above 1")
+        if not self.lengths or min(self.lengths + self.passkey_lengths) < 2:
+            raise UsageError("--lengths (and --passkey-lengths) must be token counts of at least 2")
+        if self.stride < 1 or self.max_windows < 1 or self.passkey_depths < 1 or self.passkey_trials < 0:
+            raise UsageError("--stride, --max-windows and --passkey-depths must be at least 1, "
+                             "--passkey-trials at least 0")
+
+
 @cache
 def field_docs(cls: type) -> dict[str, str]:
     """Attribute docstrings of a dataclass (the string literal right after each field)."""
