@@ -30,6 +30,7 @@ SCENARIO = os.environ.get("LOADTEST_SCENARIO", "chat")
 API_KEY = os.environ.get("LOADTEST_API_KEY") or os.environ.get("OPENAI_API_KEY")
 RECORDS = os.environ.get("LOADTEST_RECORDS")
 PLAN: dict = {}
+FAILURE_PAUSE_S = 1.0
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 
 
@@ -101,6 +102,8 @@ class LLMUser(HttpUser):
             else:
                 resp.success()
         self.report(prompt, result, kind, wall, (time.perf_counter() - start) if kind else result.e2e)
+        if kind and not kind.startswith("stream"):
+            time.sleep(FAILURE_PAUSE_S)  # a dead server would otherwise take thousands of failures a second
 
     def read(self, resp, lines: list) -> str | None:
         """Collect the stream's lines with their arrival times; the failure kind if there is no stream."""

@@ -1,0 +1,53 @@
+"""End to end: `python -m loadtest` against the real tiny vLLM server (random weights: answers are
+garbage, so wrong passkeys are expected; the transport must be clean)."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def loadtest(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "loadtest", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_headless_run_writes_results(tiny_server, tmp_path):
+    out = tmp_path / "run"
+    done = loadtest("--host", tiny_server.base_url, "--api-key", tiny_server.api_key, "--scenario", "chat",
+                    "--users", "2", "--duration", "20s", "--buckets", "200,400", "--per-bucket", "4",
+                    "--out", str(out), "--slo-ttft-ms", "2000")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in ("locust_stats.csv", "locust_failures.csv", "locust_stats_history.csv", "locust.html",
+                 "summary.md", "latency_by_length.png", "ttft_distribution.png", "timeline.png"):
+        assert (out / name).stat().st_size > 0, name
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) >= 4
+    assert not [r["failure"] for r in records if r["failure"]], (out / "summary.md").read_text()
+    assert {r["prompt_tokens"] for r in records} <= {200, 400}
+    stats = {(row["Type"], row["Name"]): row for row in csv.DictReader((out / "locust_stats.csv").open())}
+    posts = [row for (kind, _), row in stats.items() if kind == "POST"]
+    # a user's last request can finish after Locust wrote its final CSV: off by at most one per user
+    assert 0 <= len(records) - sum(int(r["Request Count"]) for r in posts) <= 2
+    assert all(int(r["Failure Count"]) == 0 for r in posts)  # no transport failures
+    assert ("TTFT", "ttft@200") in stats and ("PASSKEY", "passkey@400") in stats
+    summary = (out / "summary.md").read_text()
+    assert "| TTFT |" in summary and "passkey accuracy" in summary and "mean TTFT (s)" in summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, says", [
+    (["--api-key", "wrong-key"], "rejected the API key"),
+    (["--buckets", "1k"], "exceeds the server's max_model_len"),
+])
+def test_bad_input_stops_before_the_run(tiny_server, tmp_path, args, says):
+    done = loadtest("--host", tiny_server.base_url, "--api-key", tiny_server.api_key, "--out", str(tmp_path / "r"),
+                    "--duration", "5s", *args, timeout=60)
+    assert done.returncode == 2 and says in done.stdout
+    assert not (tmp_path / "r").exists()
