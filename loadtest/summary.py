@@ -10,7 +10,7 @@ from pathlib import Path
 
 from loadtest.prompts import parse_bucket
 
-PCTS = (50, 90, 99)
+PCTS = (50, 90, 95, 99)
 LATENCIES = ("ttft", "itl", "tpot", "e2e")
 
 
@@ -103,7 +103,7 @@ def render(records: list[dict], slo: Slo, title: str, server: dict[str, float | 
         acc = sum(r["passkey_ok"] for r in rs) / len(rs)
         rows.append([bucket, rs[0]["prompt_tokens"], len(rs), *(_ms(percentile(ttft, q)) for q in PCTS),
                      _ms(percentile(e2e, 50)), _ms(percentile(e2e, 99)), f"{acc:.0%}"])
-    lines += _table(["bucket", "tokens", "requests", "TTFT p50", "TTFT p90", "TTFT p99", "E2E p50", "E2E p99",
+    lines += _table(["bucket", "tokens", "requests", *(f"TTFT p{q}" for q in PCTS), "E2E p50", "E2E p99",
                      "passkey accuracy"], rows)
     lines += ["", "## Failures by kind", ""]
     lines += _table(["kind", "count"], [[k, n] for k, n in failures(records).items()] or [["none", 0]])
