@@ -1,0 +1,109 @@
+"""`finetune eval`: perplexity of a uniform model, exact passkey prompts and scoring, the CLI end to end."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from finetune import passkey
+from finetune.__main__ import main
+from finetune.eval import heldout_tail, perplexity, window_starts
+from finetune.model import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def encode(tiny_model):
+    tokenizer = load_tokenizer(tiny_model)
+    return lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_uniform_model_has_perplexity_equal_to_vocabulary(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    torch.nn.init.zeros_(model.lm_head.weight)  # every logit 0: the uniform distribution
+    ids = torch.randint(0, model.config.vocab_size, (300,))
+    result = perplexity(model, ids, length=64, stride=32, max_windows=3)
+    assert result["windows"] == 3
+    assert result["perplexity"] == pytest.approx(model.config.vocab_size, rel=1e-5)
+
+
+def test_windows_fit_and_are_thinned_evenly():
+    assert window_starts(1000, 256, 256, 10) == [0, 256, 512]
+    assert window_starts(1000, 1000, 256, 10) == [0]
+    assert window_starts(100, 256, 256, 10) == []
+    starts = window_starts(10_000, 256, 256, 4)
+    assert starts[0] == 0 and starts[-1] == 9728 and len(starts) == 4
+
+
+def test_heldout_tail_is_beyond_every_training_block():
+    ids = list(range(10_000))
+    tail = heldout_tail(ids, 0.02)
+    assert tail == ids[9800:]
+    for block in (64, 100, 1024, 4096):  # `finetune train` keeps the last ceil(2%) blocks aside
+        blocks = len(ids) // block
+        assert (blocks - math.ceil(0.02 * blocks)) * block <= 9800
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.3, 0.5, 1.0])
+def test_passkey_prompt_has_its_key_at_the_asked_depth(encode, depth):
+    key, length = 31415, 600
+    prompt = passkey.passkey_prompt(encode, length, depth, key)
+    assert len(prompt.ids) == length
+    needle = encode(passkey.NEEDLE.format(key=key))
+    at = next(i for i in range(length) if prompt.ids[i:i + len(needle)] == needle)
+    assert at == prompt.needle_at
+    task, question = len(encode(passkey.TASK)), len(encode(passkey.QUESTION))
+    filler = length - task - len(needle) - question
+    assert abs(at - (task + depth * filler)) <= 1
+    assert prompt.ids[-question:] == encode(passkey.QUESTION)
+
+
+def test_passkey_prompt_too_short_is_refused(encode):
+    with pytest.raises(ValueError, match="cannot hold"):
+        passkey.passkey_prompt(encode, passkey.task_tokens(encode) - 1, 0.5, 50000)
+
+
+def test_passkey_scoring_is_exact():
+    assert passkey.is_correct(" 4242. Remember", 4242)
+    assert passkey.is_correct("4242", 4242)
+    assert not passkey.is_correct(" 42420", 4242)
+    assert not passkey.is_correct(" 424", 4242)
+    assert not passkey.is_correct(" 1 4242", 4242)
+    assert not passkey.is_correct(" the key", 4242)
+
+
+def test_trials_cover_each_cell_with_depths_inside_their_bin():
+    plan = passkey.plan_trials((256, 512), depth_bins=4, trials=3, seed=1)
+    assert len(plan) == 2 * 4 * 3
+    assert all(t.depth_bin / 4 <= t.depth < (t.depth_bin + 1) / 4 and 1 <= t.key <= 50000 for t in plan)
+    assert plan == passkey.plan_trials((256, 512), depth_bins=4, trials=3, seed=1)
+    grid = passkey.accuracy_grid(plan, [t.depth_bin == 0 for t in plan], (256, 512), 4)
+    assert grid == [[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]
+
+
+def test_eval_cli_writes_json_and_plots(tiny_model, corpus, tmp_path):
+    out = tmp_path / "eval"
+    args = ["eval", tiny_model, "--data", corpus, "--out", out, "--lengths", 64, 128, "--max-windows", 2,
+            "--passkey-lengths", 256, "--passkey-depths", 2, "--passkey-trials", 1,
+            "--rope", "linear", "--factor", 4]
+    assert main([str(a) for a in args]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert [r["length"] for r in result["perplexity"]] == [64, 128]
+    assert all(r["windows"] == 2 and r["perplexity"] > 1 for r in result["perplexity"])
+    assert result["rope_parameters"]["factor"] == 4.0 and result["rope_length"] == 256
+    assert len(result["passkey"]["trials"]) == 2 and len(result["passkey"]["accuracy"][0]) == 2
+    assert (out / "perplexity.png").stat().st_size > 0 and (out / "passkey.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rope", "linear"], "--rope and --factor together"),
+    (["--lengths", 100_000], "fewer than --lengths"),
+    (["--passkey-lengths", 32], "passkey prompt needs at least"),
+])
+def test_eval_cli_bad_input_is_one_line(tiny_model, corpus, tmp_path, capsys, args, message):
+    argv = ["eval", tiny_model, "--data", corpus, "--out", tmp_path / "e", "--lengths", 64, *args]
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
