@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -75,7 +76,7 @@ def run_server(argv: list[str], env: dict[str, str], url: str, banner: str, api_
                ready_timeout: float = 900.0) -> int:
     """Run vLLM until it exits or we are interrupted; forward SIGINT/SIGTERM to it."""
     Path(env["VLLM_CACHE_ROOT"]).mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(argv, env={**os.environ, **env})
+    proc = subprocess.Popen(argv, env={**os.environ, **env}, preexec_fn=_die_with_parent)
 
     def stop(signum, _frame):
         proc.send_signal(signum)
@@ -91,6 +92,13 @@ def run_server(argv: list[str], env: dict[str, str], url: str, banner: str, api_
     except LaunchError:
         _reap(proc)
         raise
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the launcher dies, even by SIGKILL, so no vLLM is left orphaned."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _reap(proc: subprocess.Popen, grace: float = 30.0) -> int:
