@@ -1,7 +1,5 @@
 """Runner pieces without a server: durations, the locust command line, scenarios, bucket choice, bad input."""
 
-from pathlib import Path
-
 import pytest
 
 from loadtest.plan import choose_buckets
