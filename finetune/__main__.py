@@ -52,9 +52,16 @@ def fail(message: str) -> int:
 def runner(command: str) -> Callable[[Any], Any]:
     """The command's function, imported only when used (torch and transformers are slow to import)."""
     if command == "train":
+        from finetune import distributed
         from finetune.train import train
 
-        return train
+        def train_and_leave(cfg: Any) -> Any:
+            try:
+                return train(cfg)
+            finally:
+                distributed.finish(distributed.init())
+
+        return train_and_leave
     if command == "eval":
         from finetune.eval import evaluate
 

@@ -7,7 +7,9 @@ environment variables decide. CPU runs use the gloo backend, CUDA runs NCCL."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -94,6 +96,16 @@ def mean(value: float, d: Dist) -> float:
     t = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(t)
     return float(t) / d.world
+
+
+@contextmanager
+def main_first(d: Dist) -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. to fill a cache), then the others."""
+    if not d.main:
+        barrier(d)
+    yield
+    if d.main:
+        barrier(d)
 
 
 def barrier(d: Dist) -> None:

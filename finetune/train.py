@@ -20,14 +20,17 @@ EVAL_SAMPLES = 8  # held-out samples scored at each checkpoint; enough to see a 
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
-    """Train as `cfg` says and return the run folder; every `save_every` steps a resumable checkpoint."""
+    """Train as `cfg` says and return the run folder; every `save_every` steps a resumable checkpoint.
+
+    Under torchrun it joins (or reuses) the process group; the caller ends it (`distributed.finish`)."""
     d = distributed.init()
     log = log if d.main else (lambda _: None)
     run, base_dir = Path(cfg.out), base_model(cfg, log)
     rope = extended_config(base_dir, cfg.rope, cfg.target_length)  # refuses a bad target or method early
     resume_from = open_run(run, cfg)
     tokenizer = load_tokenizer(base_dir)
-    data = load_data(cfg, tokenizer, base_dir, log)  # bad data fails here, before anything is written
+    with distributed.main_first(d):  # rank 0 fills the tokenized cache, the others read it
+        data = load_data(cfg, tokenizer, base_dir, log)  # bad data fails here, before anything is written
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, base_dir, resume_from).to(d.device)
     model = distributed.wrap(model, cfg.mode, d)
@@ -73,7 +76,6 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             if d.main:
                 with open(run / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
-    distributed.finish(d)
     return run
 
 
