@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from finetune.config import MergeConfig, TrainConfig
 from finetune.merge import MergeError, check_close, merge, sample_ids
@@ -79,3 +80,33 @@ def test_yarn_run_merges_with_target_as_max_positions(tiny_model, corpus, tmp_pa
 def test_a_gap_beyond_tolerance_is_refused():
     with pytest.raises(MergeError, match="nothing written"):
         check_close(torch.zeros(3), torch.full((3,), 0.1), 1e-3, "x")
+
+
+@pytest.fixture
+def tied_model(tiny_model, tmp_path):
+    """The tiny model with lm_head tied to the embeddings, as SmolLM2 (the default model) has it."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "tied"
+    shutil.copytree(tiny_model, folder)
+    weights = load_file(folder / "model.safetensors")
+    del weights["lm_head.weight"]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(dict(config, tie_word_embeddings=True)))
+    return folder
+
+
+def test_tied_embeddings_train_and_merge_consistently(tied_model, corpus, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    run = trained_run(tied_model, corpus, tmp_path / "run", target_length=128)
+    out = merge(MergeConfig(run=run, out=tmp_path / "merged"), log=lambda _: None)
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    assert merged.lm_head.weight is merged.model.embed_tokens.weight
+    adapter = load_adapter(load_extended(tied_model, "linear", 128), checkpoint_at(run) / "adapter").eval()
+    ids = sample_ids(400, 128)
+    with torch.no_grad():
+        assert (adapter(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max() < 1e-4
