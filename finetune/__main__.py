@@ -94,8 +94,8 @@ def add_fields(p: argparse.ArgumentParser, cls: type) -> None:
         if default is not dataclasses.MISSING and "default" not in help_text:
             help_text += f" (default: {show(default)})"
         kwargs = dict(argument_type(hints[f.name]), help=help_text)
-        if default is dataclasses.MISSING:  # a required field is a positional argument
-            p.add_argument(f.name, **kwargs)
+        if default is dataclasses.MISSING:  # a required field is positional (or comes from the preset)
+            p.add_argument(f.name, nargs="?", default=None, **kwargs)  # (SUPPRESS misbehaves for positionals)
         else:
             p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=argparse.SUPPRESS, **kwargs)
 
@@ -123,10 +123,13 @@ def show(value: Any) -> str:
 
 def make_config(cls: type, given: dict[str, Any]):
     """Dataclass defaults, then the preset, then the flags given."""
-    given = dict(given)
+    given = {k: v for k, v in given.items() if v is not None}  # an absent positional is None
     command = given.pop("command")
     preset = read_preset(given.pop("preset"), command, cls) if "preset" in given else {}
     values = {**preset, **given}
+    missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in values]
+    if missing:
+        raise UsageError(f"`finetune {command}` needs {missing[0].upper()} (on the command line or in the preset)")
     hints = typing.get_type_hints(cls)
     for name, value in values.items():  # TOML gives strings and lists where the config wants paths/tuples
         values[name] = coerce(hints[name], value)

@@ -50,6 +50,22 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def append_metrics(run: Path, record: dict[str, Any]) -> None:
+    with open(Path(run) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def trim_metrics(run: Path, step: int) -> None:
+    """Drop metrics of steps after `step`: an interrupted run logged them, the resumed run redoes them."""
+    path = Path(run) / "metrics.jsonl"
+    if path.is_file():
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        tmp = path.with_name(".metrics.jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+
 def read_run(run: Path) -> dict[str, Any]:
     try:
         return json.loads((Path(run) / "run.json").read_text())

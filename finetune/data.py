@@ -205,12 +205,14 @@ class Stream:
     def __init__(self, samples: list, batch_size: int, seed: int, pad_id: int, rank: int = 0, world: int = 1):
         self.samples, self.batch_size, self.seed, self.pad_id = samples, batch_size, seed, pad_id
         self.rank, self.world, self.consumed = rank, world, 0
+        self._epoch: tuple[int, torch.Tensor | None] = (-1, None)  # (epoch, its order), computed once
 
     def index(self, k: int) -> int:
         """The sample at global position k."""
         n = len(self.samples)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + k // n))
-        return int(order[k % n])
+        if self._epoch[0] != k // n:
+            self._epoch = (k // n, torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + k // n)))
+        return int(self._epoch[1][k % n])
 
     def next(self) -> dict[str, torch.Tensor]:
         """This process's next micro-batch."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -41,6 +40,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)))
     stream = Stream(data.train, cfg.batch_size, cfg.seed, tokenizer.pad_token_id, d.rank, d.world)
     step = restore(resume_from, model, optimizer, scheduler, stream) if resume_from else 0
+    if d.main and resume_from:
+        checkpoint.trim_metrics(run, step)
     if d.main and not resume_from:
         start_run(run, cfg, base_dir, rope, model, data, bf16, d)
     log(f"training {cfg.mode} at {cfg.target_length} tokens, {cfg.attention} attention, "
@@ -70,12 +71,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
                       "seconds": seconds}
             bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             bar.update(1)
-            if step % cfg.save_every == 0 or step == cfg.max_steps:
+            saving = step % cfg.save_every == 0 or step == cfg.max_steps
+            if saving:
                 record["eval_loss"] = evaluate(model, data, tokenizer.pad_token_id, bf16, d)
+            if d.main:  # metrics before the checkpoint: a resumed run trims what came after its checkpoint
+                checkpoint.append_metrics(run, record)
+            if saving:
                 save(run, step, model, optimizer, scheduler, stream, tokenizer, d)
-            if d.main:
-                with open(run / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
     return run
 
 

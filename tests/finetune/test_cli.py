@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from finetune.__main__ import main, make_config, parser
-from finetune.config import TrainConfig
+from finetune.config import MergeConfig, TrainConfig
 
 
 def cli(*args):
@@ -93,6 +93,15 @@ def test_full_disk_leaves_no_half_checkpoint(train_args, tmp_path, capsys, monke
     assert cli(*train_args) == 2
     assert "disk full" in one_line_error(capsys, after_progress=True)
     assert list((tmp_path / "run" / "checkpoints").iterdir()) == []  # the temporary folder is gone
+
+
+def test_merge_preset_gives_the_run(tmp_path, capsys):
+    preset = tmp_path / "m.toml"
+    preset.write_text(f'#!/usr/bin/env -S finetune merge --preset\nrun = "{tmp_path / "r"}"\ntolerance = 1e-4\n')
+    cfg = make_config(MergeConfig, vars(parser().parse_args(["merge", "--preset", str(preset)])))
+    assert cfg.run == tmp_path / "r" and cfg.tolerance == 1e-4
+    assert cli("merge") == 2
+    assert "needs RUN" in one_line_error(capsys)
 
 
 def test_merge_of_a_missing_run(tmp_path, capsys):

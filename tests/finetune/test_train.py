@@ -55,7 +55,10 @@ def test_resume_gives_the_same_weights(tiny_model, corpus, tmp_path, mode):
     common = dict(mode=mode, grad_accum=2 if mode == "longlora" else 1, warmup_steps=2, save_every=2)
     straight = train(run_cfg(tiny_model, corpus, tmp_path / "a", max_steps=4, **common), log=quiet)
     cut = train(run_cfg(tiny_model, corpus, tmp_path / "b", max_steps=2, **common), log=quiet)
+    with open(cut / "metrics.jsonl", "a") as f:  # interrupted after logging step 3, before its checkpoint
+        f.write(json.dumps({"step": 3, "loss": 0.0}) + "\n")
     train(run_cfg(tiny_model, corpus, cut, max_steps=4, resume=True, **common), log=quiet)
+    assert [r["step"] for r in metrics(cut)] == [1, 2, 3, 4] and metrics(cut)[2]["loss"] > 0
     a, b = final_weights(straight), final_weights(cut)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [c.name for c in checkpoints(cut)] == ["step-000002", "step-000004"]
