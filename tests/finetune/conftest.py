@@ -28,3 +28,20 @@ def corpus(tmp_path):
     for i, text in enumerate(training_text()):
         (folder / f"doc{i}.txt").write_text(text * 3)
     return folder
+
+
+def make_family_checkpoint(out, family: str, tokenizer_from, context: int = CONTEXT):
+    """A tiny random Mistral or Qwen2 (GQA, RoPE) with the tiny Llama's tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(family, vocab_size=520, hidden_size=128, intermediate_size=256,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                  max_position_embeddings=context, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    for f in tokenizer_from.glob("tokenizer*"):
+        shutil.copy(f, out)
+    return out

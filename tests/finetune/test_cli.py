@@ -70,6 +70,9 @@ def test_empty_data_and_bad_model(train_args, tmp_path, capsys):
     assert "no text" in one_line_error(capsys)
     assert cli(*train_args, "--model", tmp_path) == 2
     assert "not a model folder" in one_line_error(capsys)
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_positions": 1024}')  # no RoPE
+    assert cli(*train_args, "--model", tmp_path) == 2
+    assert "'gpt2' is not supported" in one_line_error(capsys)
 
 
 def test_resume_of_a_different_run(train_args, capsys):

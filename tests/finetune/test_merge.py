@@ -110,3 +110,16 @@ def test_tied_embeddings_train_and_merge_consistently(tied_model, corpus, tmp_pa
     ids = sample_ids(400, 128)
     with torch.no_grad():
         assert (adapter(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_other_families_train_and_merge(family, tiny_model, corpus, tmp_path):
+    from tests.finetune.conftest import make_family_checkpoint
+
+    base = make_family_checkpoint(tmp_path / family, family, tiny_model)
+    run = trained_run(base, corpus, tmp_path / "run", target_length=128, max_steps=1)
+    out = merge(MergeConfig(run=run, out=tmp_path / "merged"), log=lambda _: None)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == [{"qwen2": "LongctxQwen2ForCausalLM",
+                                        "mistral": "LongctxMistralForCausalLM"}[family]]
+    assert serving_length(config) == 128

@@ -79,6 +79,11 @@ def test_sft_run(tiny_model, tmp_path):
     assert len(metrics(run)) == 2
 
 
+def test_bf16_autocast_run(tiny_model, corpus, tmp_path):
+    run = train(run_cfg(tiny_model, corpus, tmp_path / "run", precision="bf16", max_steps=1), log=quiet)
+    assert read_run(run)["precision"] == "bf16" and torch.isfinite(torch.tensor(metrics(run)[0]["loss"]))
+
+
 def test_bf16_only_with_native_support(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2"})
