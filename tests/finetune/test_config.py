@@ -1,0 +1,27 @@
+import pytest
+
+from finetune.config import MergeConfig, TrainConfig, UsageError, field_docs
+
+
+def test_every_field_documents_itself():
+    for cls in (TrainConfig, MergeConfig):
+        docs = field_docs(cls)
+        assert set(docs) == set(cls.__dataclass_fields__) and all(docs.values())
+
+
+def test_defaults_follow_the_paper():
+    cfg = TrainConfig()
+    assert (cfg.mode, cfg.attention, cfg.rope, cfg.lr, cfg.warmup_steps, cfg.group_ratio) == \
+        ("longlora", "s2", "linear", 2e-5, 20, 0.25)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"rope": "ntk"}, "--rope linear|yarn|dynamic"),
+    ({"data": ("a",), "sft": "b"}, "not both"),
+    ({"grad_accum": 0}, "--grad-accum must be at least 1"),
+    ({"group_ratio": 0}, "--group-ratio"),
+    ({"eval_fraction": 1.0}, "--eval-fraction"),
+])
+def test_bad_settings_name_the_fix(change, message):
+    with pytest.raises(UsageError, match=message):
+        TrainConfig(**change)
