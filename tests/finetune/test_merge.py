@@ -63,8 +63,9 @@ def test_merge_twice_changes_nothing(run, tmp_path):
     assert {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in out.iterdir()} == before
 
 
-def test_full_fine_tuning_merges_too(tiny_model, corpus, tmp_path):
-    run = trained_run(tiny_model, corpus, tmp_path / "run", mode="full", target_length=128)
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_other_modes_merge_too(tiny_model, corpus, tmp_path, mode):
+    run = trained_run(tiny_model, corpus, tmp_path / "run", mode=mode, target_length=128)
     out = merge(MergeConfig(run=run, out=tmp_path / "merged"), log=lambda _: None)
     assert serving_length(json.loads((out / "config.json").read_text())) == 128
 

@@ -72,10 +72,12 @@ def test_resume_of_another_run_is_refused(tiny_model, corpus, tmp_path):
         train(run_cfg(tiny_model, corpus, run, max_steps=2), log=quiet)
 
 
-def test_sft_run(tiny_model, tmp_path):
+def test_sft_run_with_padding_under_s2attn(tiny_model, tmp_path):
     sft = tmp_path / "sft.json"
-    sft.write_text(json.dumps([{"instruction": "Colour of the sky?", "output": "Blue."}] * 4))
-    run = train(run_cfg(tiny_model, None, tmp_path / "run", data=(), sft=sft, batch_size=2, max_steps=2), log=quiet)
+    sft.write_text(json.dumps([{"instruction": "Colour of the sky?", "output": "Blue."},
+                               {"instruction": "Say", "input": "the pass key", "output": "12345 " * 9}] * 2))
+    run = train(run_cfg(tiny_model, None, tmp_path / "run", data=(), sft=sft, batch_size=2, max_steps=2,
+                        attention="s2"), log=quiet)
     assert len(metrics(run)) == 2
 
 
