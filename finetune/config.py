@@ -10,7 +10,7 @@ import inspect
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from finetune.rope import METHODS
 
@@ -75,6 +75,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.rope not in METHODS:
             raise UsageError(f"unknown RoPE method {self.rope!r}; use --rope {'|'.join(METHODS)}")
+        for name, allowed in (("mode", Mode), ("attention", Attention), ("precision", Precision)):
+            if getattr(self, name) not in get_args(allowed):  # a preset bypasses argparse's choices
+                raise UsageError(f"unknown {name} {getattr(self, name)!r}; use --{name} {'|'.join(get_args(allowed))}")
         if self.data and self.sft:
             raise UsageError("give either --data or --sft, not both")
         positive = ("target_length", "max_steps", "batch_size", "grad_accum", "save_every")

@@ -17,6 +17,7 @@ def test_defaults_follow_the_paper():
 
 @pytest.mark.parametrize("change, message", [
     ({"rope": "ntk"}, "--rope linear|yarn|dynamic"),
+    ({"mode": "qlora"}, "--mode longlora|lora|full"),
     ({"data": ("a",), "sft": "b"}, "not both"),
     ({"grad_accum": 0}, "--grad-accum must be at least 1"),
     ({"group_ratio": 0}, "--group-ratio"),
