@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from finetune.config import MergeConfig, TrainConfig, UsageError, field_docs
@@ -24,5 +26,5 @@ def test_defaults_follow_the_paper():
     ({"eval_fraction": 1.0}, "--eval-fraction"),
 ])
 def test_bad_settings_name_the_fix(change, message):
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(UsageError, match=re.escape(message)):
         TrainConfig(**change)
