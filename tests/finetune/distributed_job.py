@@ -4,7 +4,7 @@
 import sys
 from pathlib import Path
 
-from finetune import distributed
+from finetune.__main__ import main
 from finetune.config import TrainConfig
 from finetune.train import train
 
@@ -15,10 +15,18 @@ def settings(model: str, data: str, out: Path, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+def as_flags(cfg: TrainConfig) -> list[str]:
+    """The same settings as `finetune train` flags."""
+    return ["train", "--model", str(cfg.model), "--data", *map(str, cfg.data), "--out", str(cfg.out),
+            "--target-length", str(cfg.target_length), "--attention", cfg.attention, "--max-steps",
+            str(cfg.max_steps), "--grad-accum", str(cfg.grad_accum), "--lr", str(cfg.lr), "--warmup-steps", "0",
+            "--save-every", str(cfg.save_every), "--no-gradient-checkpointing", "--mode", cfg.mode]
+
+
 if __name__ == "__main__":
     model, data, root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     quiet = lambda _: None  # noqa: E731
-    train(settings(model, data, root / "ddp", mode="longlora"), log=quiet)
     train(settings(model, data, root / "fsdp-cut", mode="full", max_steps=1), log=quiet)
     train(settings(model, data, root / "fsdp-cut", mode="full", resume=True), log=quiet)
-    distributed.finish(distributed.init())
+    # last, through the CLI exactly as a user runs it (it ends the process group)
+    sys.exit(main(as_flags(settings(model, data, root / "ddp", mode="longlora"))))

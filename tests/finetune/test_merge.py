@@ -54,6 +54,15 @@ def test_merged_folder_carries_the_extended_rope(run, tmp_path):
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
 
 
+def test_merged_model_interpolates_positions(run, tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = merge(MergeConfig(run=run, out=tmp_path / "merged"), log=lambda _: None)
+    merged = AutoModelForCausalLM.from_pretrained(out).model.rotary_emb.inv_freq
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).model.rotary_emb.inv_freq
+    assert torch.allclose(merged, base / 4)  # position interpolation, factor 256 / 64
+
+
 def test_merge_twice_changes_nothing(run, tmp_path):
     out = merge(MergeConfig(run=run, out=tmp_path / "merged"), log=lambda _: None)
     before = {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in out.iterdir()}
