@@ -1,0 +1,308 @@
+"""Training efficiency of S²-Attn against full attention: one training step (forward + backward) of the
+model as `finetune train` builds it (LongLoRA trainables, gradient checkpointing), same batch, per length.
+
+    python benchmarks/efficiency.py                          # default model, 2k..16k, 3 repeats
+    python benchmarks/efficiency.py --lengths 2048,4096 --repeats 2
+    python benchmarks/efficiency.py --quick                  # 512,1024, one repeat: a smoke run
+
+Each (attention, length) runs in a fresh subprocess, so its peak RSS (/proc/self/status VmHWM, reset after
+loading the model) is its own; the two attentions alternate at each length, in ABBA order. Writes
+benchmarks/results/efficiency{,-quick}.{md,json,png}."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import corpus_token_ids, machine_header  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ISSUE_LENGTHS = (2048, 4096, 8192, 16384)
+# LongLoRA Tables 11-13 as quoted in REFERENCE.md: 7B at 8k without FlashAttention-2, S² over full.
+PAPER = {"time": 8.2 / 17.5, "memory": 30.3 / 55.5}
+TARGET = {"time": 0.45, "memory": 0.6, "per_token_growth": 1.3}  # issue 5, at 8k; growth from 2k to 16k
+
+
+# ---------------------------------------------------------------- worker: one configuration
+
+
+def rss_gib(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak since the last reset) of this process, in GiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets VmHWM to the current RSS, so loading the model is not counted."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def build_model(model_dir: Path, attention: str, length: int):
+    """The model exactly as `finetune train` builds it (finetune.train.build_model) for this length.
+
+    The RoPE factor does not change the cost of a step; below the original context we build a x2 extension
+    because extend_config refuses a target that is not an extension."""
+    from finetune.config import TrainConfig
+    from finetune.model import read_config
+    from finetune.rope import original_context
+    from finetune.train import build_model as train_build_model
+
+    original = original_context(read_config(model_dir))
+    target = length if length > original else 2 * original
+    cfg = TrainConfig(model=model_dir, target_length=target, attention=attention, mode="longlora",
+                      gradient_checkpointing=True)
+    return train_build_model(cfg, model_dir, None).train()
+
+
+def measure(model_dir: Path, attention: str, length: int, repeats: int, threads: int | None) -> dict:
+    """Median seconds of a forward + backward step after one warm-up, and the step's peak RSS."""
+    import torch
+
+    from finetune.model import load_tokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    tokenizer = load_tokenizer(model_dir)
+    ids = torch.tensor([corpus_token_ids(tokenizer, length)[:length]])  # (1, T): the same text for both
+    torch.manual_seed(0)
+    model = build_model(model_dir, attention, length)
+    reset_peak_rss()
+    baseline = rss_gib("VmRSS")
+    seconds = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        model(input_ids=ids, labels=ids).loss.backward()
+        model.zero_grad(set_to_none=True)
+        seconds.append(time.perf_counter() - start)
+        print(f"  {attention} @ {length}: step {i} {'(warm-up) ' if i == 0 else ''}{seconds[-1]:.2f} s",
+              file=sys.stderr, flush=True)
+    peak = rss_gib("VmHWM")
+    return {"attention": attention, "length": length, "step_s": statistics.median(seconds[1:]),
+            "steps_s": seconds[1:], "warmup_s": seconds[0], "peak_rss_gib": peak, "baseline_rss_gib": baseline,
+            "step_memory_gib": peak - baseline, "threads": torch.get_num_threads()}
+
+
+# ---------------------------------------------------------------- the model
+
+
+def even_heads(heads: int, kv_heads: int, width: int) -> tuple[int, int] | None:
+    """Head counts S²-Attn accepts with the same attention width (same attention FLOPs), or None if they
+    already do: one query head fewer, and kv heads keeping about the same sharing."""
+    if heads % 2 == 0 and heads % kv_heads == 0:
+        return None
+    new = heads - 1 if heads % 2 else heads
+    if width % new:
+        raise SystemExit(f"cannot reshape {heads} heads of width {width} into an even count; pass --model")
+    new_kv = max(1, new // max(1, heads // kv_heads))
+    while new % new_kv:
+        new_kv -= 1
+    return new, new_kv
+
+
+def s2_ready(model_dir: Path, scratch: Path, log=print) -> tuple[Path, str | None]:
+    """The model, or, if finetune/s2attn.py refuses its head count (SmolLM2: 9 heads, 3 kv heads), a random-init
+    proxy of the same shape with an even head count, and a note saying what was measured instead."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from finetune.model import load_tokenizer
+
+    config = AutoConfig.from_pretrained(model_dir)
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    reshaped = even_heads(heads, kv, heads * head_dim)
+    if reshaped is None:
+        return model_dir, None
+    new, new_kv = reshaped
+    config.num_attention_heads, config.num_key_value_heads, config.head_dim = new, new_kv, heads * head_dim // new
+    log(f"{model_dir.name}: S²-Attn refuses {heads} query / {kv} kv heads; measuring a random-init proxy with "
+        f"{new} x {config.head_dim} query / {new_kv} kv heads instead")
+    out = scratch / f"{model_dir.name}-even-heads"
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    load_tokenizer(model_dir).save_pretrained(out)
+    note = (f"`finetune/s2attn.py` refuses {model_dir.name}'s {heads} query / {kv} kv heads (it needs an even "
+            f"head count), so both attentions ran on a random-init proxy of the same shape (layers, hidden size, "
+            f"MLP, vocabulary, trainables) with {new} query heads of {config.head_dim} dims and {new_kv} kv heads: "
+            f"the same attention width ({heads * head_dim}) and attention FLOPs; step time does not depend on "
+            f"the weights' values.")
+    return out, note
+
+
+# ---------------------------------------------------------------- driver
+
+
+def run_worker(model_dir: Path, attention: str, length: int, repeats: int, threads: int | None) -> dict:
+    """`measure` in a fresh interpreter; its last stdout line is the JSON result."""
+    cmd = [sys.executable, __file__, "--worker", "--model", str(model_dir), "--attention", attention,
+           "--lengths", str(length), "--repeats", str(repeats)] + (["--threads", str(threads)] if threads else [])
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"worker failed ({done.returncode}): {' '.join(cmd)}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def schedule(lengths: list[int]) -> list[tuple[str, int]]:
+    """S² and full side by side at each length, in ABBA order, so neither always runs first."""
+    pairs = [("s2", "full") if i % 2 == 0 else ("full", "s2") for i in range(len(lengths))]
+    return [(attention, length) for length, pair in zip(lengths, pairs) for attention in pair]
+
+
+def compare(rows: list[dict]) -> list[dict]:
+    """Per length: both measurements and the S²/full ratios of step time, peak RSS and step memory."""
+    by = {(r["attention"], r["length"]): r for r in rows}
+    out = []
+    for length in sorted({r["length"] for r in rows}):
+        s2, full = by[("s2", length)], by[("full", length)]
+        out.append({"length": length, "s2": s2, "full": full,
+                    "time_ratio": s2["step_s"] / full["step_s"],
+                    "memory_ratio": s2["peak_rss_gib"] / full["peak_rss_gib"],
+                    "step_memory_ratio": s2["step_memory_gib"] / full["step_memory_gib"]})
+    return out
+
+
+def per_token_growth(table: list[dict]) -> float | None:
+    """S² seconds per token at the longest length over that at the shortest (issue 5: <= 1.3 from 2k to 16k)."""
+    if len(table) < 2:
+        return None
+    first, last = table[0], table[-1]
+    return (last["s2"]["step_s"] / last["length"]) / (first["s2"]["step_s"] / first["length"])
+
+
+# ---------------------------------------------------------------- report
+
+
+def markdown(table: list[dict], growth: float | None, args, header: str, note: str | None) -> str:
+    measured = [row["length"] for row in table]
+    missing = [n for n in ISSUE_LENGTHS if n not in measured]
+    lines = [
+        "# Training efficiency: S²-Attn against full attention", "",
+        "Written by `benchmarks/efficiency.py`. One training step (forward + backward, no optimizer step) of "
+        f"`{args.model.name}` as `finetune train` builds it: LongLoRA trainables (LoRA r=8 on q,k,v,o + "
+        "embeddings + norms), gradient checkpointing, fp32, batch 1 of real text (the same tokens for both "
+        f"attentions), {table[0]['s2']['threads']} torch thread(s). Median of {args.repeats} step(s) after one warm-up; each configuration in a fresh process; "
+        "peak memory is the process's peak RSS (VmHWM) during the steps, *step memory* that peak minus the RSS "
+        "after loading the model.", "",
+        *([f"**Model used:** {note}", ""] if note else []),
+        header,
+        f"- lengths measured: {', '.join(map(str, measured))}"
+        + (f"; **not measured** in this run: {', '.join(map(str, missing))}" if missing else ""), "",
+        "| length | S² step (s) | full step (s) | time S²/full | S² peak RSS (GiB) | full peak RSS (GiB) "
+        "| memory S²/full | step memory S²/full |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in table:
+        lines.append(f"| {r['length']} | {r['s2']['step_s']:.2f} | {r['full']['step_s']:.2f} | "
+                     f"{r['time_ratio']:.2f} | {r['s2']['peak_rss_gib']:.2f} | {r['full']['peak_rss_gib']:.2f} | "
+                     f"{r['memory_ratio']:.2f} | {r['step_memory_ratio']:.2f} |")
+    at8k = next((r for r in table if r["length"] == 8192), None)
+    lines += ["", "## Against the paper and the targets", "",
+              f"- Paper (7B, 8k, no FlashAttention-2, Tables 11-13 as quoted secondhand): time {PAPER['time']:.2f}, "
+              f"memory {PAPER['memory']:.2f}. Issue 5 targets at 8k: time <= {TARGET['time']}, memory <= "
+              f"{TARGET['memory']}; S² time per token growing <= {TARGET['per_token_growth']}x from 2k to 16k."]
+    if at8k:
+        ok = at8k["time_ratio"] <= TARGET["time"] and at8k["memory_ratio"] <= TARGET["memory"]
+        lines.append(f"- At 8k: time {at8k['time_ratio']:.2f}, memory {at8k['memory_ratio']:.2f}: "
+                     f"{'meets' if ok else 'misses'} the targets.")
+    else:
+        lines.append("- 8k was not measured in this run, so the 8k targets are neither met nor missed here.")
+    if growth is not None:
+        span = f"{table[0]['length']} to {table[-1]['length']}"
+        full_growth = ((table[-1]["full"]["step_s"] / table[-1]["length"])
+                       / (table[0]["full"]["step_s"] / table[0]["length"]))
+        lines.append(f"- Time per token from {span}: S² x{growth:.2f}, full x{full_growth:.2f} "
+                     f"(the target spans 2k to 16k).")
+    lines += ["", "![step time and memory](" + Path(args.out).name + ".png)", ""]
+    return "\n".join(lines)
+
+
+def plot(table: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = [r["length"] for r in table]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for attention, style in (("s2", "o-"), ("full", "s--")):
+        a.plot(lengths, [r[attention]["step_s"] for r in table], style, label=attention)
+        b.plot(lengths, [r[attention]["peak_rss_gib"] for r in table], style, label=attention)
+    for ax, label in ((a, "step time (s)"), (b, "peak RSS (GiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.minorticks_off()
+        ax.set_xlabel("sequence length (tokens)")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.suptitle("one training step: S²-Attn vs full attention", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, help="model folder (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--lengths", default=",".join(map(str, ISSUE_LENGTHS)), help="comma-separated token counts")
+    p.add_argument("--repeats", type=int, default=3, help="measured steps per configuration, after a warm-up")
+    p.add_argument("--quick", action="store_true", help="lengths 512,1024, one repeat, results as efficiency-quick")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice, one per core); "
+                   "on a shared machine 1 avoids OpenMP threads spinning against other processes")
+    p.add_argument("--out", type=Path, help="results path without suffix (default: benchmarks/results/efficiency)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--attention", choices=("s2", "full"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.lengths, args.repeats = "512,1024", 1
+    args.lengths = [int(n) for n in str(args.lengths).split(",")]
+    args.out = args.out or RESULTS / ("efficiency-quick" if args.quick else "efficiency")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    if args.worker:
+        print(json.dumps(measure(args.model, args.attention, args.lengths[0], args.repeats, args.threads)))
+        return
+    if args.model is None:
+        from finetune.default_model import ensure_default_model
+
+        args.model = ensure_default_model()
+    header = machine_header(sys.argv if argv is None else [__file__, *argv])
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="efficiency-") as scratch:
+        model_dir, note = s2_ready(args.model, Path(scratch))
+        for attention, length in schedule(args.lengths):
+            print(f"{attention} @ {length} tokens ...", file=sys.stderr, flush=True)
+            rows.append(run_worker(model_dir, attention, length, args.repeats, args.threads))
+            if len(rows) % 2 == 0:  # a length is complete: write what is measured so far (long runs may be cut)
+                text = write(rows, args, header, note)
+    print(text)
+
+
+def write(rows: list[dict], args, header: str, note: str | None) -> str:
+    """efficiency.{json,png,md} from the lengths measured so far; returns the markdown."""
+    table = compare(rows)
+    growth = per_token_growth(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"model": str(args.model), "model_note": note, "repeats": args.repeats, "header": header,
+         "paper": PAPER, "target": TARGET, "per_token_growth_s2": growth, "table": table}, indent=2) + "\n")
+    plot(table, args.out.with_suffix(".png"))
+    text = markdown(table, growth, args, header, note)
+    args.out.with_suffix(".md").write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

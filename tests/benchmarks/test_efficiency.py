@@ -1,0 +1,32 @@
+"""benchmarks/efficiency.py: the pure pieces (head reshaping for S²-Attn, run order, ratios)."""
+
+import pytest
+
+from benchmarks.efficiency import compare, even_heads, per_token_growth, schedule
+
+
+def test_even_heads_keeps_the_attention_width():
+    assert even_heads(8, 2, 512) is None  # S²-Attn already accepts it
+    assert even_heads(9, 3, 576) == (8, 2)  # SmolLM2-135M: 8 heads of 72 dims, groups of 4
+    assert even_heads(3, 1, 96) == (2, 1)
+    with pytest.raises(SystemExit):  # SmolLM2-360M: 960 is not a multiple of 14
+        even_heads(15, 5, 960)
+
+
+def test_schedule_alternates_which_attention_runs_first():
+    assert schedule([512, 1024, 2048]) == [("s2", 512), ("full", 512), ("full", 1024), ("s2", 1024),
+                                           ("s2", 2048), ("full", 2048)]
+
+
+def test_ratios_and_growth():
+    def row(attention, length, seconds, peak):
+        return {"attention": attention, "length": length, "step_s": seconds, "peak_rss_gib": peak,
+                "step_memory_gib": peak - 1}
+
+    table = compare([row("s2", 2048, 1.0, 2.0), row("full", 2048, 2.0, 4.0),
+                     row("full", 4096, 5.0, 9.0), row("s2", 4096, 2.4, 3.0)])
+    assert [r["length"] for r in table] == [2048, 4096]
+    assert table[0]["time_ratio"] == 0.5 and table[0]["memory_ratio"] == 0.5
+    assert table[0]["step_memory_ratio"] == pytest.approx(1 / 3)
+    assert per_token_growth(table) == pytest.approx(1.2)
+    assert per_token_growth(table[:1]) is None
