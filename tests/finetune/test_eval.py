@@ -107,3 +107,17 @@ def test_eval_cli_bad_input_is_one_line(tiny_model, corpus, tmp_path, capsys, ar
     assert main([str(a) for a in argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_reads_a_merged_checkpoints_rope_without_override(tmp_path, corpus):
+    from tests.tiny import make_tiny_checkpoint
+
+    merged = make_tiny_checkpoint(tmp_path / "merged", context=64,
+                                  rope={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0})
+    out = tmp_path / "eval"
+    argv = ["eval", merged, "--data", corpus, "--out", out, "--lengths", 64, 256, "--max-windows", 1,
+            "--passkey-trials", 0]
+    assert main([str(a) for a in argv]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["rope_length"] == 256 and result["passkey"] is None
+    assert (out / "perplexity.png").is_file() and not (out / "passkey.png").exists()
