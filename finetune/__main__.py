@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def fail(message: str) -> int:
+    """Print the one-line error; return the exit status for bad input."""
     print(f"finetune: error: {message}", file=sys.stderr)
     return 2
 
@@ -56,6 +57,7 @@ def runner(command: str) -> Callable[[Any], Any]:
         from finetune.train import train
 
         def train_and_leave(cfg: Any) -> Any:
+            """Train, then leave the process group (under torchrun)."""
             try:
                 return train(cfg)
             finally:
@@ -75,6 +77,7 @@ def runner(command: str) -> Callable[[Any], Any]:
 
 
 def parser() -> argparse.ArgumentParser:
+    """`finetune` with one subcommand per config dataclass."""
     top = argparse.ArgumentParser(prog="finetune", description="LongLoRA context extension for RoPE models.")
     sub = top.add_subparsers(dest="command", required=True)
     for name, cls in COMMANDS.items():
@@ -115,6 +118,7 @@ def argument_type(hint: Any) -> dict[str, Any]:
 
 
 def show(value: Any) -> str:
+    """A default as --help shows it."""
     return "none" if value is None or value == () else str(value)
 
 

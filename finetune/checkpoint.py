@@ -34,6 +34,7 @@ def settings(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
+    """Python and library versions, for run.json."""
     found = {"python": platform.python_version()}
     for name in LIBRARIES:
         try:
@@ -51,6 +52,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def append_metrics(run: Path, record: dict[str, Any]) -> None:
+    """Add one step's record to metrics.jsonl."""
     with open(Path(run) / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -67,6 +69,7 @@ def trim_metrics(run: Path, step: int) -> None:
 
 
 def read_run(run: Path) -> dict[str, Any]:
+    """A run folder's run.json, or a UsageError when the folder holds no run."""
     try:
         return json.loads((Path(run) / "run.json").read_text())
     except OSError:
@@ -99,6 +102,7 @@ def checkpoint_at(run: Path, step: int | None = None) -> Path:
 
 
 def rng_state() -> dict[str, Any]:
+    """Every random generator training touches (torch CPU and CUDA, Python)."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -106,6 +110,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` saved."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
@@ -126,4 +131,5 @@ def save(run: Path, step: int, model, weights: dict | None, trainer: dict[str, A
 
 
 def load_trainer(checkpoint: Path) -> dict[str, Any]:
+    """A checkpoint's trainer state (optimizer, scheduler, RNG, data position, step); our own file."""
     return torch.load(Path(checkpoint) / "trainer.pt", weights_only=False)

@@ -222,7 +222,9 @@ class Stream:
         return collate(batch, self.pad_id)
 
     def state_dict(self) -> dict[str, int]:
+        """The data position, for a checkpoint."""
         return {"consumed": self.consumed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a checkpoint's data position."""
         self.consumed = int(state["consumed"])

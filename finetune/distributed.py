@@ -64,6 +64,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether FSDP2 shards this model."""
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
@@ -109,10 +110,12 @@ def main_first(d: Dist) -> Iterator[None]:
 
 
 def barrier(d: Dist) -> None:
+    """Wait for every process (no-op alone)."""
     if d.world > 1:
         dist.barrier()
 
 
 def finish(d: Dist) -> None:
+    """Leave the process group, if this process joined one."""
     if d.world > 1 and dist.is_initialized():
         dist.destroy_process_group()

@@ -88,6 +88,7 @@ def write_config(folder: Path, config: dict[str, Any]) -> None:
 
 
 def reload(folder: Path):
+    """Load a written folder as a server would: its config.json and weights, nothing from memory."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype_of(json.loads((folder / "config.json").read_text())))
@@ -106,16 +107,19 @@ def sample_ids(vocab: int, length: int) -> torch.Tensor:
 
 @torch.no_grad()
 def logits(model, ids: torch.Tensor) -> torch.Tensor:
+    """fp32 logits (1, T, vocab) of a forward pass without gradients."""
     return model(input_ids=ids).logits.float()
 
 
 def check_close(a: torch.Tensor, b: torch.Tensor, tolerance: float, what: str) -> None:
+    """Raise MergeError when the largest |a - b| exceeds the tolerance (NaN fails too)."""
     gap = float((a - b).abs().max())
     if not gap <= tolerance:
         raise MergeError(f"{what}: logits differ by {gap:.2e} > tolerance {tolerance:.0e}; nothing written")
 
 
 def weights_digest(ckpt: Path) -> str:
+    """SHA-256 over a checkpoint's safetensors files: which trained weights a merged folder holds."""
     h = hashlib.sha256()
     for f in sorted(Path(ckpt).rglob("*.safetensors")):
         h.update(f.read_bytes())
@@ -123,6 +127,7 @@ def weights_digest(ckpt: Path) -> str:
 
 
 def already_merged(out: Path, stamp: dict[str, str]) -> bool:
+    """Whether `out` is a finished merge of exactly this checkpoint."""
     try:
         return json.loads((out / STAMP).read_text()) == stamp and (out / "config.json").is_file()
     except (OSError, ValueError):
