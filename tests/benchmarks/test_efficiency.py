@@ -30,3 +30,11 @@ def test_ratios_and_growth():
     assert table[0]["step_memory_ratio"] == pytest.approx(1 / 3)
     assert per_token_growth(table) == pytest.approx(1.2)
     assert per_token_growth(table[:1]) is None
+
+
+def test_flop_bound_falls_with_length_towards_the_group_ratio():
+    from benchmarks.efficiency import LLAMA2_7B, flop_bound
+
+    bounds = [flop_bound(LLAMA2_7B, n) for n in (2048, 8192, 65536, 10**9)]
+    assert bounds == sorted(bounds, reverse=True) and 0.25 < bounds[-1] < 0.2501
+    assert flop_bound(LLAMA2_7B, 8192) == pytest.approx(0.90, abs=0.01)
