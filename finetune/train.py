@@ -135,12 +135,18 @@ def build_model(cfg: TrainConfig, base_dir: Path, resume_from: Path | None) -> t
 def use_s2attn(model: torch.nn.Module, group_ratio: float) -> None:
     """Switch the model instance to S²-Attn (train mode only); imported lazily as it is optional."""
     try:
-        from finetune.s2attn import apply_s2attn
+        from finetune.s2attn import apply_s2attn, s2_attention
     except ImportError as e:
         if e.name != "finetune.s2attn":
             raise
         raise UsageError("--attention s2 needs finetune/s2attn.py, which this checkout lacks; "
                          "use --attention full") from None
+    # Probe with this model's head counts, so an unsupported layout fails now, not at the first step.
+    heads, kv_heads = model.config.num_attention_heads, model.config.num_key_value_heads
+    try:
+        s2_attention(torch.zeros(1, heads, 4, 1), torch.zeros(1, kv_heads, 4, 1), torch.zeros(1, kv_heads, 4, 1), 2)
+    except ValueError as e:
+        raise UsageError(f"{e}; use --attention full for this model") from None
     apply_s2attn(model, group_ratio=group_ratio)
 
 

@@ -102,3 +102,12 @@ def test_s2attn_run_at_4x_context_loss_finite_and_falling(tiny_model, tmp_path, 
                   mode=mode, eval_fraction=0, gradient_checkpointing=True)
     losses = [r["loss"] for r in metrics(train(cfg, log=quiet))]
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+def test_s2attn_refuses_a_head_layout_it_cannot_split_before_writing(tmp_path, corpus):
+    from tests.tiny import make_tiny_checkpoint
+
+    odd = make_tiny_checkpoint(tmp_path / "odd", context=64, hidden=96, heads=3, kv_heads=1)  # SmolLM2: 9 and 3
+    with pytest.raises(UsageError, match="use --attention full"):
+        train(run_cfg(odd, corpus, tmp_path / "run", attention="s2"), log=quiet)
+    assert not (tmp_path / "run").exists()
