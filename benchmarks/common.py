@@ -4,11 +4,17 @@ command, date), and real-text prompts of exact token lengths."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
 import shlex
+import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
+
+PORT = 8765  # benchmarks' own port, away from `make serve`'s 8000
+URL = f"http://127.0.0.1:{PORT}"
 
 
 def machine_header(argv: list[str] | None = None) -> str:
@@ -18,10 +24,12 @@ def machine_header(argv: list[str] | None = None) -> str:
     command = shlex.join(["python", *(argv if argv is not None else sys.argv)])
     return "\n".join([
         f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
-        f"- machine: {cpu}, {len(__import__('os').sched_getaffinity(0))} cores, "
+        f"- machine: {cpu}, {len(os.sched_getaffinity(0))} cores, "
         f"{round(_mem_gib())} GiB RAM, {platform.platform()}",
         f"- versions: Python {platform.python_version()}, {versions}",
         f"- command: `{command}`",
+        f"- load average when written (1/5/15 min): {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        f"(other work on the machine inflates absolute times; compare rows measured in the same run)",
     ])
 
 
@@ -49,3 +57,23 @@ def corpus_token_ids(tokenizer, min_tokens: int) -> list[int]:
         if len(ids) >= min_tokens:
             break
     return ids
+
+
+def start_server(model: Path, profile: str, cache_home: Path, eager: bool, log: Path,
+                 extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, float]:
+    """`python -m serve` on PORT; returns the process and the seconds until /v1/models answered."""
+    import requests
+
+    cmd = [sys.executable, "-m", "serve", str(model), "--port", str(PORT), "--profile", profile]
+    cmd += (["--enforce-eager"] if eager else []) + list(extra)
+    env = {**os.environ, "LONGCTX_HOME": str(cache_home)}
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited ({proc.returncode}); see {log}")
+        try:
+            if requests.get(f"{URL}/v1/models", timeout=5).ok:
+                return proc, time.monotonic() - start
+        except requests.RequestException:
+            time.sleep(1)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,27 +21,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import corpus_token_ids, machine_header  # noqa: E402
-
-PORT = 8765
-URL = f"http://127.0.0.1:{PORT}"
-
-
-def start_server(model: Path, profile: str, cache_home: Path, eager: bool, log: Path) -> tuple[subprocess.Popen, float]:
-    cmd = [sys.executable, "-m", "serve", str(model), "--port", str(PORT), "--profile", profile]
-    cmd += ["--enforce-eager"] if eager else []
-    env = {**os.environ, "LONGCTX_HOME": str(cache_home)}
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited ({proc.returncode}); see {log}")
-        try:
-            if requests.get(f"{URL}/v1/models", timeout=5).ok:
-                return proc, time.monotonic() - start
-        except requests.RequestException:
-            time.sleep(1)
-
+from benchmarks.common import URL, corpus_token_ids, machine_header, start_server  # noqa: E402
 
 def stream(prompt: list[int], max_tokens: int, name: str) -> dict:
     """One streamed completion: TTFT, decode tokens/s after the first token, end-to-end seconds."""
