@@ -8,13 +8,14 @@ import os
 import sys
 from pathlib import Path
 
+from finetune.config import field_docs
 from loadtest.runner import RunConfig, run
 
 
 def parser() -> argparse.ArgumentParser:
     """One flag per RunConfig field; each field's docstring is its help (read from the source)."""
     p = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__)
-    helps = _field_docs()
+    helps = field_docs(RunConfig)
     for f in dataclasses.fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
@@ -23,18 +24,6 @@ def parser() -> argparse.ArgumentParser:
             required = f.default is dataclasses.MISSING
             p.add_argument(flag, required=required, default=None if required else f.default, help=helps.get(f.name))
     return p
-
-
-def _field_docs() -> dict[str, str]:
-    """Attribute docstrings of RunConfig: the string line that follows each field."""
-    import inspect
-
-    lines, docs = inspect.getsource(RunConfig).splitlines(), {}
-    for a, b in zip(lines, lines[1:]):
-        name = a.strip().split(":")[0]
-        if ":" in a and b.strip().startswith('"""') and name.isidentifier():
-            docs[name] = b.strip().strip('"')
-    return docs
 
 
 def config(args: argparse.Namespace) -> RunConfig:

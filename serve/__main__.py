@@ -4,28 +4,16 @@ OpenAI-compatible server with long-context defaults. Without MODEL_DIR, the embe
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import os
 import sys
 from pathlib import Path
 
+from finetune.config import field_docs
 from finetune.rope import RopeConfigError, check_config
 from serve.args import Machine, build_command, effective_config, max_model_len
 from serve.config import PROFILES, ServeConfig
 from serve.launch import LaunchError, check_port_free, read_checkpoint_config, run_server, usage_banner
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field (litgpt-style), for --help."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = str(nxt.value.value)
-    return docs
 
 
 def parser() -> argparse.ArgumentParser:
