@@ -111,3 +111,13 @@ def test_merge_of_a_missing_run(tmp_path, capsys):
     assert cli("merge", tmp_path / "nope", "--out", tmp_path / "m") == 2
     assert "not a finetune run folder" in one_line_error(capsys)
     assert not (tmp_path / "m").exists()
+
+
+def test_shipped_presets_parse():
+    from pathlib import Path
+
+    for preset in sorted(Path(__file__).parents[2].glob("presets/*.toml")):
+        command = preset.read_text().splitlines()[0].split("finetune ")[1].split()[0]
+        cfg = make_config({"train": TrainConfig, "merge": MergeConfig}[command],
+                          vars(parser().parse_args([command, "--preset", str(preset)])))
+        assert cfg is not None
