@@ -1,7 +1,8 @@
 """Shifted sparse attention (S²-Attn, LongLoRA §3.2) for training, and its switch on a transformers model.
 
 For sequence length N and group size G, heads [0, H/2) attend causally inside blocks [kG, (k+1)G); heads
-[H/2, H) attend causally inside blocks with boundaries {0, G/2, 3G/2, ..., N}. This is the reference's
+[H/2, H) attend causally inside blocks with boundaries {0, G/2, 3G/2, ..., N} (for odd H, such as SmolLM2's 9,
+the split is at floor(H/2): the shifted half has the extra head). This is the reference's
 flash/varlen path: half-size first and last blocks, no wrap-around, so no token ever sees a later one (its
 `roll` path wraps the last half-group onto the first; issues #15, #90). Cost is ~N·G instead of N².
 
@@ -96,13 +97,12 @@ def block_causal_attention(q: Tensor, k: Tensor, v: Tensor, bounds: list[int], k
     return torch.cat(outs, dim=2)  # (B, h, N, D)
 
 
-def _kv_halves(x: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
-    """The kv heads serving query heads [0, H/2) and [H/2, H) (GQA: query head i reads kv head i // (H/H_kv))."""
-    kv_heads = x.shape[1]
-    if kv_heads % 2:  # an odd number of kv heads straddles the split: expand to one per query head
-        x = x.repeat_interleave(num_heads // kv_heads, dim=1)  # (B, H, N, D)
-    half = x.shape[1] // 2
-    return x[:, :half], x[:, half:]  # 2 × (B, h_kv, N, D), h_kv = H_kv/2 or H/2
+def _kv_halves(x: Tensor, num_heads: int, split: int) -> tuple[Tensor, Tensor]:
+    """The kv heads serving query heads [0, split) and [split, H) (GQA: query head i reads kv head i // (H/H_kv))."""
+    per_kv = num_heads // x.shape[1]
+    if split % per_kv:  # the split falls inside a GQA group (e.g. 9 heads on 3 kv heads): one kv head per query head
+        x, per_kv = x.repeat_interleave(per_kv, dim=1), 1  # (B, H, N, D)
+    return x[:, : split // per_kv], x[:, split // per_kv:]  # (B, h_plain, N, D), (B, h_shift, N, D)
 
 
 def s2_attention(q: Tensor, k: Tensor, v: Tensor, group_size: int, key_padding: Tensor | None = None, *,
@@ -111,8 +111,8 @@ def s2_attention(q: Tensor, k: Tensor, v: Tensor, group_size: int, key_padding: 
 
     Group edges come from N (the padded length); padded keys are masked, so rows of any length are exact."""
     num_heads, seq_len = q.shape[1], q.shape[2]
-    if num_heads % 2 or num_heads % k.shape[1]:
-        raise ValueError(f"S2-Attn needs an even number of heads that is a multiple of the kv heads; "
+    if num_heads < 2 or num_heads % k.shape[1]:
+        raise ValueError(f"S2-Attn needs at least 2 heads, a multiple of the kv heads; "
                          f"got {num_heads} query and {k.shape[1]} kv heads")
     if key_padding is not None and bool(key_padding.all()):
         key_padding = None  # nothing to hide: take SDPA's is_causal fast path
@@ -121,7 +121,7 @@ def s2_attention(q: Tensor, k: Tensor, v: Tensor, group_size: int, key_padding: 
     else:
         attend = functools.partial(block_causal_attention, key_padding=key_padding, scale=scale, dropout=dropout)
     half = num_heads // 2
-    (k_plain, k_shift), (v_plain, v_shift) = _kv_halves(k, num_heads), _kv_halves(v, num_heads)
+    (k_plain, k_shift), (v_plain, v_shift) = _kv_halves(k, num_heads, half), _kv_halves(v, num_heads, half)
     plain = attend(q[:, :half], k_plain, v_plain, group_boundaries(seq_len, group_size))
     shifted = attend(q[:, half:], k_shift, v_shift, shifted_boundaries(seq_len, group_size))
     return torch.cat([plain, shifted], dim=1)  # (B, H, N, D)

@@ -146,7 +146,7 @@ def use_s2attn(model: torch.nn.Module, group_ratio: float) -> None:
     try:
         s2_attention(torch.zeros(1, heads, 4, 1), torch.zeros(1, kv_heads, 4, 1), torch.zeros(1, kv_heads, 4, 1), 2)
     except ValueError as e:
-        raise UsageError(f"{e}; use --attention full for this model") from None
+        raise UsageError(f"{e}; use --attention full for this model") from None  # e.g. H not a multiple of H_kv
     apply_s2attn(model, group_ratio=group_ratio)
 
 

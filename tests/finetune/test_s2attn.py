@@ -20,7 +20,7 @@ def dense_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: in
     shift = 0 if group >= n else group // 2
     plain = (i // group) == (j // group)  # blocks [kG, (k+1)G)
     shifted = (i + group - shift) // group == (j + group - shift) // group  # blocks [0, G/2), [G/2, 3G/2), ...
-    mask = torch.stack([plain] * (heads // 2) + [shifted] * (heads // 2)) & (j <= i)  # (H, N, N)
+    mask = torch.stack([plain] * (heads // 2) + [shifted] * (heads - heads // 2)) & (j <= i)  # (H, N, N)
     mask = mask.expand(batch, -1, -1, -1)  # (B, H, N, N)
     if key_padding is not None:
         mask = mask & key_padding[:, None, None, :]
@@ -53,6 +53,9 @@ def left_padding(lengths: list[int], n: int) -> torch.Tensor:
     (2, 8, 4, 21, 8, [13, 21], right_padding),  # padding and a ragged tail
     (2, 4, 2, 16, 4, [3, 16], right_padding),  # whole blocks of padding (no NaN may leak)
     (2, 4, 2, 16, 4, [9, 14], left_padding),  # left padding: here real tokens *could* see padded keys
+    (2, 9, 3, 20, 8, [20, 13], right_padding),  # SmolLM2's 9 heads on 3 kv: the split falls inside a GQA group
+    (1, 3, 1, 16, 4, None, right_padding),  # odd heads, MQA
+    (1, 6, 2, 16, 4, None, right_padding),  # even heads, split inside a GQA group (3 | 3 over groups of 3)
 ])
 def test_matches_dense_reference(batch, heads, kv_heads, n, group, lengths, pad):
     q, k, v = qkv(batch, heads, kv_heads, n)

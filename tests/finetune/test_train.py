@@ -104,10 +104,17 @@ def test_s2attn_run_at_4x_context_loss_finite_and_falling(tiny_model, tmp_path, 
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
 
 
-def test_s2attn_refuses_a_head_layout_it_cannot_split_before_writing(tmp_path, corpus):
+def test_s2attn_refuses_only_head_layouts_it_cannot_split(tmp_path, corpus):
     from tests.tiny import make_tiny_checkpoint
 
-    odd = make_tiny_checkpoint(tmp_path / "odd", context=64, hidden=96, heads=3, kv_heads=1)  # SmolLM2: 9 and 3
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from finetune.train import use_s2attn
+
+    one_head = make_tiny_checkpoint(tmp_path / "one", context=64, hidden=32, heads=1, kv_heads=1)
     with pytest.raises(UsageError, match="use --attention full"):
-        train(run_cfg(odd, corpus, tmp_path / "run", attention="s2"), log=quiet)
+        train(run_cfg(one_head, corpus, tmp_path / "run", attention="s2"), log=quiet)
     assert not (tmp_path / "run").exists()
+    smol_like = LlamaConfig(num_attention_heads=9, num_key_value_heads=3, hidden_size=288, num_hidden_layers=1,
+                            intermediate_size=64, vocab_size=64)
+    assert use_s2attn(AutoModelForCausalLM.from_config(smol_like), 0.25) is None  # SmolLM2's 9 on 3 heads: fine
