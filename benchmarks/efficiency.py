@@ -222,10 +222,12 @@ def markdown(table: list[dict], growth: float | None, args, header: str, note: s
     lines += ["", f"*FLOP bound*: what the time ratio would be if step time followed FLOPs (S² at group 1/4 cuts "
               f"only the attention scores 4x; projections, MLP and lm_head stay). For this model: {bounds}; "
               f"for Llama-2-7B at 8k: {flop_bound(LLAMA2_7B, 8192):.2f}. So the paper's 0.47 at 8k cannot come "
-              f"from FLOPs alone: its baseline without FlashAttention materialized the N x N scores, which "
-              f"PyTorch's SDPA, used here for both attentions, does not. The issue's target of {TARGET['time']} "
-              f"at 8k lies below this model's FLOP bound ({flop_bound(config, 8192):.2f}): S²-Attn alone cannot "
-              f"reach it against a fused full-attention baseline."]
+              f"from FLOPs alone: its baseline without FlashAttention materialized the N x N scores. The issue's "
+              f"target of {TARGET['time']} at 8k lies below this model's bound ({flop_bound(config, 8192):.2f}); "
+              f"a ratio under the bound means full attention costs more per FLOP than the matmuls (an unfused "
+              f"or unskipped causal kernel), or noise."]
+    lines += ["", "Every step, warm-up first (seconds; the spread shows the noise of this shared machine): "
+              + "; ".join(f"{r['length']}: S² {_steps(r['s2'])}, full {_steps(r['full'])}" for r in table) + "."]
     at8k = next((r for r in table if r["length"] == 8192), None)
     lines += ["", "## Against the paper and the targets", "",
               f"- Paper (7B, 8k, no FlashAttention-2, Tables 11-13 as quoted secondhand): time {PAPER['time']:.2f}, "
@@ -245,6 +247,10 @@ def markdown(table: list[dict], growth: float | None, args, header: str, note: s
                      f"(the target spans 2k to 16k).")
     lines += ["", "![step time and memory](" + Path(args.out).name + ".png)", ""]
     return "\n".join(lines)
+
+
+def _steps(row: dict) -> str:
+    return " / ".join(f"{t:.0f}" for t in [row["warmup_s"], *row["steps_s"]])
 
 
 def plot(table: list[dict], path: Path) -> None:
