@@ -16,7 +16,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -92,51 +91,6 @@ def measure(model_dir: Path, attention: str, length: int, repeats: int, threads:
     return {"attention": attention, "length": length, "step_s": statistics.median(seconds[1:]),
             "steps_s": seconds[1:], "warmup_s": seconds[0], "peak_rss_gib": peak, "baseline_rss_gib": baseline,
             "step_memory_gib": peak - baseline, "threads": torch.get_num_threads()}
-
-
-# ---------------------------------------------------------------- the model
-
-
-def even_heads(heads: int, kv_heads: int, width: int) -> tuple[int, int] | None:
-    """Head counts S²-Attn accepts with the same attention width (same attention FLOPs), or None if they
-    already do: one query head fewer, and kv heads keeping about the same sharing."""
-    if heads % 2 == 0 and heads % kv_heads == 0:
-        return None
-    new = heads - 1 if heads % 2 else heads
-    if width % new:
-        raise SystemExit(f"cannot reshape {heads} heads of width {width} into an even count; pass --model")
-    new_kv = max(1, new // max(1, heads // kv_heads))
-    while new % new_kv:
-        new_kv -= 1
-    return new, new_kv
-
-
-def s2_ready(model_dir: Path, scratch: Path, log=print) -> tuple[Path, str | None]:
-    """The model, or, if finetune/s2attn.py refuses its head count (SmolLM2: 9 heads, 3 kv heads), a random-init
-    proxy of the same shape with an even head count, and a note saying what was measured instead."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from finetune.model import load_tokenizer
-
-    config = AutoConfig.from_pretrained(model_dir)
-    heads, kv = config.num_attention_heads, config.num_key_value_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    reshaped = even_heads(heads, kv, heads * head_dim)
-    if reshaped is None:
-        return model_dir, None
-    new, new_kv = reshaped
-    config.num_attention_heads, config.num_key_value_heads, config.head_dim = new, new_kv, heads * head_dim // new
-    log(f"{model_dir.name}: S²-Attn refuses {heads} query / {kv} kv heads; measuring a random-init proxy with "
-        f"{new} x {config.head_dim} query / {new_kv} kv heads instead")
-    out = scratch / f"{model_dir.name}-even-heads"
-    AutoModelForCausalLM.from_config(config).save_pretrained(out)
-    load_tokenizer(model_dir).save_pretrained(out)
-    note = (f"`finetune/s2attn.py` refuses {model_dir.name}'s {heads} query / {kv} kv heads (it needs an even "
-            f"head count), so both attentions ran on a random-init proxy of the same shape (layers, hidden size, "
-            f"MLP, vocabulary, trainables) with {new} query heads of {config.head_dim} dims and {new_kv} kv heads: "
-            f"the same attention width ({heads * head_dim}) and attention FLOPs; step time does not depend on "
-            f"the weights' values.")
-    return out, note
 
 
 # ---------------------------------------------------------------- driver
@@ -314,13 +268,11 @@ def main(argv: list[str] | None = None) -> None:
         args.model = ensure_default_model()
     header = machine_header(sys.argv if argv is None else [__file__, *argv])
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="efficiency-") as scratch:
-        model_dir, note = s2_ready(args.model, Path(scratch))
-        for attention, length in schedule(args.lengths):
-            print(f"{attention} @ {length} tokens ...", file=sys.stderr, flush=True)
-            rows.append(run_worker(model_dir, attention, length, args.repeats, args.threads))
-            if len(rows) % 2 == 0:  # a length is complete: write what is measured so far (long runs may be cut)
-                text = write(rows, args, header, note)
+    for attention, length in schedule(args.lengths):
+        print(f"{attention} @ {length} tokens ...", file=sys.stderr, flush=True)
+        rows.append(run_worker(args.model, attention, length, args.repeats, args.threads))
+        if len(rows) % 2 == 0:  # a length is complete: write what is measured so far (long runs may be cut)
+            text = write(rows, args, header, note=None)
     print(text)
 
 

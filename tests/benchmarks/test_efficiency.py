@@ -1,16 +1,8 @@
-"""benchmarks/efficiency.py: the pure pieces (head reshaping for S²-Attn, run order, ratios)."""
+"""benchmarks/efficiency.py: the pure pieces (run order, ratios, FLOP bound)."""
 
 import pytest
 
-from benchmarks.efficiency import compare, even_heads, per_token_growth, schedule
-
-
-def test_even_heads_keeps_the_attention_width():
-    assert even_heads(8, 2, 512) is None  # S²-Attn already accepts it
-    assert even_heads(9, 3, 576) == (8, 2)  # SmolLM2-135M: 8 heads of 72 dims, groups of 4
-    assert even_heads(3, 1, 96) == (2, 1)
-    with pytest.raises(SystemExit):  # SmolLM2-360M: 960 is not a multiple of 14
-        even_heads(15, 5, 960)
+from benchmarks.efficiency import compare, per_token_growth, schedule
 
 
 def test_schedule_alternates_which_attention_runs_first():
