@@ -1,6 +1,6 @@
 PY := .venv/bin/python
 
-.PHONY: setup serve test test-fast default-model clean
+.PHONY: setup serve test test-fast default-model replicate clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,10 @@ test: setup
 ## Unit tests only (no vLLM server).
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(ARGS)
+
+## LongLoRA's comparison in miniature (~30 min on 2 cores): benchmarks/results/replication.{md,png}
+replicate: setup
+	$(PY) benchmarks/replicate.py $(ARGS)
 
 default-model: setup
 	$(PY) -c "from finetune.default_model import ensure_default_model; ensure_default_model()"

