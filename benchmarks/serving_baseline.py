@@ -1,0 +1,259 @@
+"""Our server against the baseline a user would otherwise pick, side by side in one run: the same Locust
+workload (scenario chat, 4 users, 4k-token prompts, 64 output tokens) against `python -m serve` and
+against `benchmarks/hf_server.py` (HF transformers `generate`, one request at a time) on one checkpoint.
+
+    python benchmarks/serving_baseline.py                         # default model, 3 minutes per server
+    python benchmarks/serving_baseline.py --duration 6m --eager
+
+Per server: output tokens/s and TTFT p50 under load, then the prefill rate of one request alone (a 1-token
+completion of a planned prompt, nothing else in flight) as a share of this CPU's float32 matmul FLOP/s,
+measured here first. Writes benchmarks/results/serving.{md,json}; each Locust folder goes to
+benchmarks/results/serving-<server>/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import PORT, URL, machine_header, start_server  # noqa: E402
+
+RESULTS = Path("benchmarks/results")
+HF_PORT = 8766
+TARGETS = {"throughput": 3.0, "ttft": 0.5}  # issue 5: at least 3x the tokens/s, at most half the TTFT p50
+
+
+def matmul_gflops(n: int = 2048, seconds: float = 5.0) -> float:
+    """Median float32 GFLOP/s of an n x n matmul on every usable core, repeated for about `seconds`."""
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up: thread pool and allocator
+    rates, end = [], time.monotonic() + seconds
+    while time.monotonic() < end or len(rates) < 3:
+        t = time.perf_counter()
+        a @ b
+        rates.append(2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return sorted(rates)[len(rates) // 2]
+
+
+def prefill_flops(config: dict, tokens: int) -> float:
+    """Matmul FLOPs of one causal prefill of `tokens` tokens: 2 per weight per token in the projections and
+    MLP, plus QK^T and AV over on average half the context (causal). Norms, RoPE and the LM head (one
+    position) are left out."""
+    d, layers, inter = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]
+    heads, kv = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
+    hd = config.get("head_dim") or d // heads
+    per_layer = d * heads * hd * 2 + d * kv * hd * 2 + 3 * d * inter  # q, o; k, v; gate, up, down
+    return 2 * tokens * layers * per_layer + 2 * 2 * layers * heads * hd * tokens**2 / 2
+
+
+def digest(records: list[dict]) -> dict:
+    """Completed requests, output tokens/s, TTFT and E2E p50, passkey accuracy, failures of one run."""
+    from loadtest.summary import Slo, percentile, throughput, values
+
+    ok = [r for r in records if not r["failure"]]
+    return {"requests": len(ok), "output_tokens": sum(r["output_tokens"] for r in ok),
+            "output_tok_s": throughput(records, Slo())["output tokens/s"],
+            "ttft_p50": percentile(values(records, "ttft"), 50), "e2e_p50": percentile(values(records, "e2e"), 50),
+            "passkey_ok": sum(r["passkey_ok"] for r in ok), "transport_failures": len(records) - len(ok)}
+
+
+def ratios(ours: dict, base: dict) -> dict:
+    """Ours over the baseline: throughput (higher is better) and TTFT p50 (lower is better)."""
+    tput = ours["output_tok_s"] / base["output_tok_s"] if base["output_tok_s"] else None
+    ttft = ours["ttft_p50"] / base["ttft_p50"] if ours["ttft_p50"] and base["ttft_p50"] else None
+    return {"throughput": tput, "ttft": ttft,
+            "throughput_met": tput is not None and tput >= TARGETS["throughput"],
+            "ttft_met": ttft is not None and ttft <= TARGETS["ttft"]}
+
+
+def prefill_probe(url: str, bucket: str) -> dict:
+    """Seconds for a 1-token, non-streamed completion of one planned prompt, nothing else in flight;
+    a fresh cache_salt keeps vLLM's prefix cache out of it (the HF server ignores the field)."""
+    import requests
+
+    from loadtest.plan import make_plan
+
+    plan = make_plan(url, None, "chat", [bucket], per_bucket=1, max_tokens=1, seed=1)
+    prompt = plan["prompts"][0]
+    body = {"model": plan["model"], "messages": [{"role": "user", "content": prompt["text"]}], "max_tokens": 1,
+            "temperature": 0.0, "cache_salt": os.urandom(8).hex()}
+    t = time.perf_counter()
+    resp = requests.post(f"{url}/v1/chat/completions", json=body, timeout=3600)
+    seconds = time.perf_counter() - t
+    resp.raise_for_status()
+    tokens = resp.json()["usage"]["prompt_tokens"]
+    return {"prompt_tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds}
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def wait_for_port(port: int, patience_s: float) -> None:
+    """Other benchmarks share port 8765; wait for theirs to end rather than measure their server."""
+    end = time.monotonic() + patience_s
+    while not port_free(port):
+        if time.monotonic() > end:
+            raise SystemExit(f"port {port} still busy after {patience_s:.0f} s: another benchmark is serving there")
+        print(f"port {port} busy; waiting", flush=True)
+        time.sleep(30)
+
+
+def start_hf_server(model: Path, port: int, log: Path) -> tuple[subprocess.Popen, float]:
+    """`benchmarks/hf_server.py` on `port`; returns the process and the seconds until /v1/models answered."""
+    import requests
+
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("hf_server.py")), str(model),
+                             "--port", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT)
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"hf_server exited ({proc.returncode}); see {log}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).ok:
+                return proc, time.monotonic() - start
+        except requests.RequestException:
+            time.sleep(1)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL: uvicorn's graceful shutdown waits for the HF server's dropped generations."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def loadtest_command(url: str, args, out: Path) -> list[str]:
+    return [sys.executable, "-m", "loadtest", "--host", url, "--scenario", "chat", "--users", args.users,
+            "--duration", args.duration, "--buckets", args.bucket, "--max-tokens", args.max_tokens,
+            "--per-bucket", args.per_bucket, "--out", str(out)]
+
+
+def measure(name: str, url: str, proc: subprocess.Popen, args) -> dict:
+    """The prefill probe, then the Locust run, against a server that is up; stops it afterwards.
+    The probe goes first: after the run, the HF server is still busy with requests Locust dropped."""
+    out = RESULTS / f"serving-{name}"
+    cmd = loadtest_command(url, args, out)
+    try:
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} server died before the run")
+        probe = prefill_probe(url, args.bucket)
+        if proc.poll() is not None:  # 8765 is shared: another benchmark's server may have answered instead
+            raise SystemExit(f"{name} server exited during the probe; see its log")
+        print(f"[{name}] prefill alone: {json.dumps(probe)}; running: {' '.join(cmd[1:])}", flush=True)
+        load_before = os.getloadavg()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode not in (0, 1):
+            raise SystemExit(f"loadtest failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    finally:
+        stop(proc)
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]
+    return {"command": " ".join(cmd[1:]), "load_before": load_before, "load_after": os.getloadavg(),
+            **digest(records), "probe": probe}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, help="checkpoint (default: the embedded default model)")
+    ap.add_argument("--users", default="4")
+    ap.add_argument("--duration", default="3m", help="Locust run time per server")
+    ap.add_argument("--bucket", default="4k", help="prompt length in tokens")
+    ap.add_argument("--max-tokens", default="64")
+    ap.add_argument("--per-bucket", default="8", help="distinct prompts planned (users cycle through them)")
+    ap.add_argument("--profile", default="latency", help="`python -m serve --profile` (its default: latency)")
+    ap.add_argument("--eager", action="store_true", help="`python -m serve --enforce-eager` (starts faster)")
+    ap.add_argument("--port-patience", type=float, default=1800, help="seconds to wait for port 8765 to be free")
+    args = ap.parse_args()
+
+    from finetune.default_model import ensure_default_model
+    from finetune.home import longctx_home
+
+    model = (args.model or ensure_default_model()).resolve()
+    gflops = matmul_gflops()
+    print(f"float32 matmul: {gflops:.1f} GFLOP/s", flush=True)
+    runs = {}
+    # the baseline first: it needs no shared port, so it can run while 8765 is still taken
+    hf_port = HF_PORT if port_free(HF_PORT) else PORT + 2
+    proc, ready = start_hf_server(model, hf_port, Path("/tmp/longctx-bench-hf.log"))
+    runs["hf-generate"] = {"startup_s": ready, **measure("hf-generate", f"http://127.0.0.1:{hf_port}", proc, args)}
+    print(f"[hf-generate] {json.dumps(runs['hf-generate'])}", flush=True)
+    wait_for_port(PORT, args.port_patience)
+    proc, ready = start_server(model, args.profile, longctx_home(), args.eager, Path("/tmp/longctx-bench-vllm.log"))
+    runs["vllm"] = {"startup_s": ready, **measure("vllm", URL, proc, args)}
+    print(f"[vllm] {json.dumps(runs['vllm'])}", flush=True)
+    Path("/tmp/longctx-serving-runs.json").write_text(json.dumps(runs))  # raw figures, should rendering fail
+    write(runs, model, gflops, args)
+
+
+def write(runs: dict, model: Path, gflops: float, args) -> None:
+    config = json.loads((model / "config.json").read_text())
+    for r in runs.values():
+        p = r["probe"]
+        p["gflop_s"] = prefill_flops(config, p["prompt_tokens"]) / p["seconds"] / 1e9
+        p["share_of_matmul"] = p["gflop_s"] / gflops
+    vs = ratios(runs["vllm"], runs["hf-generate"])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serving.json").write_text(json.dumps({"matmul_gflop_s": gflops, "runs": runs, "ratios": vs,
+                                                      "targets": TARGETS}, indent=2))
+    (RESULTS / "serving.md").write_text(render(runs, vs, model, gflops, args))
+    print((RESULTS / "serving.md").read_text())
+
+
+def _f(x: float | None, spec: str = ".2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def render(runs: dict, vs: dict, model: Path, gflops: float, args) -> str:
+    eager = ", --enforce-eager" if args.eager else ""
+    lines = [f"# Serving against the HF `generate` baseline: {model.name}", "", machine_header(), "",
+             f"Locust scenario `chat`, {args.users} users, {args.bucket}-token prompts (a passkey hidden in "
+             f"Shakespeare), {args.max_tokens} output tokens at most (greedy, either server may stop at EOS), "
+             f"{args.duration} per server, one server at a time. Ours: `python -m serve --profile {args.profile}"
+             f"{eager}` (vLLM, port 8765). Baseline: `benchmarks/hf_server.py` (transformers `generate`, "
+             "one request at a time behind a lock, `TextIteratorStreamer`). Output tokens/s: completed "
+             "requests' output tokens over the span from the first send to the last answer (loadtest's "
+             "summary); requests still running when Locust stops are not counted.", "",
+             "| server | start-up (s) | completed requests | output tokens | output tok/s | TTFT p50 (s) "
+             "| E2E p50 (s) | passkeys right | transport failures | load avg 1 min before / after |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        lines.append(f"| {name} | {r['startup_s']:.0f} | {r['requests']} | {r['output_tokens']} | "
+                     f"{_f(r['output_tok_s'], '.3f')} | {_f(r['ttft_p50'])} | {_f(r['e2e_p50'])} | "
+                     f"{r['passkey_ok']} / {r['requests']} | {r['transport_failures']} | "
+                     f"{r['load_before'][0]:.1f} / {r['load_after'][0]:.1f} |")
+    lines += ["", f"- throughput, vLLM / HF: **{_f(vs['throughput'])}x** (target at least {TARGETS['throughput']:g}x: "
+                  f"{'met' if vs['throughput_met'] else 'not met'})",
+              f"- TTFT p50, vLLM / HF: **{_f(vs['ttft'])}x** (target at most {TARGETS['ttft']:g}x: "
+              f"{'met' if vs['ttft_met'] else 'not met'})", "",
+              f"Prefill alone: one 1-token completion of a {args.bucket} prompt before the load run, nothing else "
+              f"in flight. FLOPs counted as 2 per weight per token plus causal attention; this CPU's float32 "
+              f"matmul (2048x2048, all cores, median, measured in this run): **{gflops:.1f} GFLOP/s**.", "",
+              "| server | prompt tokens | seconds | prompt tok/s | GFLOP/s | share of matmul |", "|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        p = r["probe"]
+        lines.append(f"| {name} | {p['prompt_tokens']} | {p['seconds']:.1f} | {p['tok_s']:.1f} | "
+                     f"{p['gflop_s']:.1f} | {p['share_of_matmul']:.0%} |")
+    lines += ["", "Commands (Locust results, summary.md and plots in benchmarks/results/serving-<server>/):", ""]
+    lines += [f"- {name}: `python {r['command']}`" for name, r in runs.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
