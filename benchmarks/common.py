@@ -62,18 +62,23 @@ def corpus_token_ids(tokenizer, min_tokens: int) -> list[int]:
 def start_server(model: Path, profile: str, cache_home: Path, eager: bool, log: Path,
                  extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, float]:
     """`python -m serve` on PORT; returns the process and the seconds until /v1/models answered."""
-    import requests
-
     cmd = [sys.executable, "-m", "serve", str(model), "--port", str(PORT), "--profile", profile]
     cmd += (["--enforce-eager"] if eager else []) + list(extra)
     env = {**os.environ, "LONGCTX_HOME": str(cache_home)}
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    return proc, wait_ready(proc, URL, log, start)
+
+
+def wait_ready(proc: subprocess.Popen, url: str, log: Path, start: float) -> float:
+    """Poll {url}/v1/models until it answers; the seconds since `start`. Exits if the server died."""
+    import requests
+
     while True:
         if proc.poll() is not None:
             raise SystemExit(f"server exited ({proc.returncode}); see {log}")
         try:
-            if requests.get(f"{URL}/v1/models", timeout=5).ok:
-                return proc, time.monotonic() - start
+            if requests.get(f"{url}/v1/models", timeout=5).ok:
+                return time.monotonic() - start
         except requests.RequestException:
             time.sleep(1)

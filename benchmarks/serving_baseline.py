@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import PORT, URL, machine_header, start_server  # noqa: E402
+from benchmarks.common import PORT, URL, machine_header, start_server, wait_ready  # noqa: E402
 
 RESULTS = Path("benchmarks/results")
 HF_PORT = 8766
@@ -115,19 +115,10 @@ def wait_for_port(port: int, patience_s: float) -> None:
 
 def start_hf_server(model: Path, port: int, log: Path) -> tuple[subprocess.Popen, float]:
     """`benchmarks/hf_server.py` on `port`; returns the process and the seconds until /v1/models answered."""
-    import requests
-
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("hf_server.py")), str(model),
                              "--port", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT)
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"hf_server exited ({proc.returncode}); see {log}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).ok:
-                return proc, time.monotonic() - start
-        except requests.RequestException:
-            time.sleep(1)
+    return proc, wait_ready(proc, f"http://127.0.0.1:{port}", log, start)
 
 
 def stop(proc: subprocess.Popen) -> None:
