@@ -88,8 +88,9 @@ def measure(model_dir: Path, attention: str, length: int, repeats: int, threads:
         print(f"  {attention} @ {length}: step {i} {'(warm-up) ' if i == 0 else ''}{seconds[-1]:.2f} s",
               file=sys.stderr, flush=True)
     peak = rss_gib("VmHWM")
-    return {"attention": attention, "length": length, "step_s": statistics.median(seconds[1:]),
-            "steps_s": seconds[1:], "warmup_s": seconds[0], "peak_rss_gib": peak, "baseline_rss_gib": baseline,
+    measured = seconds[1:] or seconds  # --repeats 0: the one step, cold (at 16k a warm-up costs many minutes)
+    return {"attention": attention, "length": length, "step_s": statistics.median(measured),
+            "steps_s": measured, "warmup_s": seconds[0], "peak_rss_gib": peak, "baseline_rss_gib": baseline,
             "step_memory_gib": peak - baseline, "threads": torch.get_num_threads()}
 
 
@@ -157,7 +158,7 @@ def markdown(table: list[dict], growth: float | None, args, header: str, note: s
         "Written by `benchmarks/efficiency.py`. One training step (forward + backward, no optimizer step) of "
         f"`{args.model.name}` as `finetune train` builds it: LongLoRA trainables (LoRA r=8 on q,k,v,o + "
         "embeddings + norms), gradient checkpointing, fp32, batch 1 of real text (the same tokens for both "
-        f"attentions), {table[0]['s2']['threads']} torch thread(s). Median of {args.repeats} step(s) after one warm-up; each configuration in a fresh process; "
+        f"attentions), {table[0]['s2']['threads']} torch thread(s). {f'Median of {args.repeats} step(s) after one warm-up' if args.repeats else 'One cold step (no warm-up)'}; each configuration in a fresh process; "
         "peak memory is the process's peak RSS (VmHWM) during the steps, *step memory* that peak minus the RSS "
         "after loading the model.", "",
         *([f"**Model used:** {note}", ""] if note else []),
@@ -238,7 +239,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, help="model folder (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--lengths", default=",".join(map(str, ISSUE_LENGTHS)), help="comma-separated token counts")
-    p.add_argument("--repeats", type=int, default=3, help="measured steps per configuration, after a warm-up")
+    p.add_argument("--repeats", type=int, default=3, help="measured steps per configuration, after a warm-up (0: one cold step)")
     p.add_argument("--quick", action="store_true", help="lengths 512,1024, one repeat, results as efficiency-quick")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice, one per core); "
                    "on a shared machine 1 avoids OpenMP threads spinning against other processes")
