@@ -33,8 +33,10 @@ def test_headless_run_writes_results(tiny_server, tmp_path):
     assert {r["prompt_tokens"] for r in records} <= {200, 400}
     stats = {(row["Type"], row["Name"]): row for row in csv.DictReader((out / "locust_stats.csv").open())}
     posts = [row for (kind, _), row in stats.items() if kind == "POST"]
-    # a user's last request can finish after Locust wrote its final CSV: off by at most one per user
-    assert 0 <= len(records) - sum(int(r["Request Count"]) for r in posts) <= 2
+    # Requests that finish while Locust shuts down are recorded after its final CSV was written (a fast
+    # server finishes several in that window): Locust counts most, never more than were recorded.
+    counted = sum(int(r["Request Count"]) for r in posts)
+    assert 0 < counted <= len(records) and len(records) - counted <= max(2, len(records) // 10)
     assert all(int(r["Failure Count"]) == 0 for r in posts)  # no transport failures
     assert ("TTFT", "ttft@200") in stats and ("PASSKEY", "passkey@400") in stats
     summary = (out / "summary.md").read_text()
