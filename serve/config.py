@@ -21,7 +21,7 @@ PROFILES = {
     # Large chunks: fewer, bigger steps; best tokens/s when prompts arrive one at a time.
     "throughput": Profile(max_num_batched_tokens=8192, long_prefill_token_threshold=0),
 }
-DEFAULT_PROFILE = "latency"  # chosen by measurement: docs/serving.md
+DEFAULT_PROFILE = "latency"  # chosen by measurement: docs/measurements.md (serving-latency, chunked-prefill)
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class ServeConfig:
     name: str | None = None
     """Model name clients use (default: the folder's name)."""
     enforce_eager: bool = False
-    """Skip torch.compile (starts in ~40 s instead of ~3 min on 2 cores; similar speed on long prompts)."""
+    """Skip torch.compile: a faster start (73 s here with it, 229 s compiling from an empty cache; separate runs)."""
     vllm_args: tuple[str, ...] = field(default_factory=tuple)
     """Extra arguments passed to vLLM as they are (after `--`)."""
 
