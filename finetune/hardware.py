@@ -1,6 +1,6 @@
 """What the machine can do fast: the dtype for training and serving, the cores to use, the memory free.
 
-Measured by the project's earlier set-up work (DEVELOPERS.md, machine facts) on this project's CPUs (AVX2, no AVX512-BF16): a bf16 matmul ran at 0.3 GFLOP/s against
+Reported in the team's developer guide (not re-measured here) for this project's CPUs (AVX2, no AVX512-BF16): a bf16 matmul ran at 0.3 GFLOP/s against
 130-160 GFLOP/s in float32, and vLLM served 5.5x slower in bf16. So bf16 only where it is native."""
 
 from __future__ import annotations
