@@ -1,7 +1,7 @@
 """What the machine can do fast: the dtype for training and serving, the cores to use, the memory free.
 
-Reported in the team's developer guide (not re-measured here) for this project's CPUs (AVX2, no AVX512-BF16): a bf16 matmul ran at 0.3 GFLOP/s against
-130-160 GFLOP/s in float32, and vLLM served 5.5x slower in bf16. So bf16 only where it is native."""
+The team's developer guide reports, for this project's CPUs (AVX2, no AVX512-BF16; not re-measured here):
+a bf16 matmul at 0.3 GFLOP/s against 130-160 GFLOP/s in float32, and vLLM serving 5.5x slower in bf16. So bf16 only where it is native."""
 
 from __future__ import annotations
 
