@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import corpus_token_ids, machine_header  # noqa: E402
+from finetune.config import TrainConfig  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ISSUE_LENGTHS = (2048, 4096, 8192, 16384)
@@ -65,10 +66,12 @@ def build_model(model_dir: Path, attention: str, length: int):
     return train_build_model(cfg, model_dir, None).train()
 
 
-def measure(model_dir: Path, attention: str, length: int, repeats: int, threads: int | None) -> dict:
+def measure(model_dir: Path, attention: str, length: int, repeats: int, threads: int | None,
+            loss_chunk: int) -> dict:
     """Median seconds of a forward + backward step after one warm-up, and the step's peak RSS."""
     import torch
 
+    from finetune.loss import causal_lm_loss
     from finetune.model import load_tokenizer
 
     if threads:
@@ -77,12 +80,13 @@ def measure(model_dir: Path, attention: str, length: int, repeats: int, threads:
     ids = torch.tensor([corpus_token_ids(tokenizer, length)[:length]])  # (1, T): the same text for both
     torch.manual_seed(0)
     model = build_model(model_dir, attention, length)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     reset_peak_rss()
     baseline = rss_gib("VmRSS")
     seconds = []
     for i in range(repeats + 1):
         start = time.perf_counter()
-        model(input_ids=ids, labels=ids).loss.backward()
+        causal_lm_loss(model, batch, loss_chunk, model.get_output_embeddings()).backward()  # as finetune train
         model.zero_grad(set_to_none=True)
         seconds.append(time.perf_counter() - start)
         print(f"  {attention} @ {length}: step {i} {'(warm-up) ' if i == 0 else ''}{seconds[-1]:.2f} s",
@@ -91,16 +95,17 @@ def measure(model_dir: Path, attention: str, length: int, repeats: int, threads:
     measured = seconds[1:] or seconds  # --repeats 0: the one step, cold (at 16k a warm-up costs many minutes)
     return {"attention": attention, "length": length, "step_s": statistics.median(measured),
             "steps_s": measured, "warmup_s": seconds[0], "peak_rss_gib": peak, "baseline_rss_gib": baseline,
-            "step_memory_gib": peak - baseline, "threads": torch.get_num_threads()}
+            "step_memory_gib": peak - baseline, "threads": torch.get_num_threads(), "loss_chunk": loss_chunk}
 
 
 # ---------------------------------------------------------------- driver
 
 
-def run_worker(model_dir: Path, attention: str, length: int, repeats: int, threads: int | None) -> dict:
+def run_worker(model_dir: Path, attention: str, length: int, repeats: int, threads: int | None,
+               loss_chunk: int) -> dict:
     """`measure` in a fresh interpreter; its last stdout line is the JSON result."""
     cmd = [sys.executable, __file__, "--worker", "--model", str(model_dir), "--attention", attention,
-           "--lengths", str(length), "--repeats", str(repeats)] + (["--threads", str(threads)] if threads else [])
+           "--lengths", str(length), "--repeats", str(repeats), "--loss-chunk", str(loss_chunk)] + (["--threads", str(threads)] if threads else [])
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"worker failed ({done.returncode}): {' '.join(cmd)}")
@@ -149,6 +154,11 @@ def per_token_growth(table: list[dict]) -> float | None:
 # ---------------------------------------------------------------- report
 
 
+def loss_text(table: list[dict]) -> str:
+    chunk = table[0]["s2"].get("loss_chunk", 0)  # results from before the chunked loss carry no loss_chunk
+    return f"LM head and loss in chunks of {chunk} positions" if chunk else "LM head and loss over full logits"
+
+
 def markdown(table: list[dict], growth: float | None, args, header: str, note: str | None) -> str:
     config = json.loads((Path(args.model) / "config.json").read_text())
     measured = [row["length"] for row in table]
@@ -157,7 +167,7 @@ def markdown(table: list[dict], growth: float | None, args, header: str, note: s
         "# Training efficiency: S²-Attn against full attention", "",
         "Written by `benchmarks/efficiency.py`. One training step (forward + backward, no optimizer step) of "
         f"`{args.model.name}` as `finetune train` builds it: LongLoRA trainables (LoRA r=8 on q,k,v,o + "
-        "embeddings + norms), gradient checkpointing, fp32, batch 1 of real text (the same tokens for both "
+        f"embeddings + norms), gradient checkpointing, {loss_text(table)}, fp32, batch 1 of real text (the same tokens for both "
         f"attentions), {table[0]['s2']['threads']} torch thread(s). {f'Median of {args.repeats} step(s) after one warm-up' if args.repeats else 'One cold step (no warm-up)'}; each configuration in a fresh process; "
         "peak memory is the process's peak RSS (VmHWM) during the steps, *step memory* that peak minus the RSS "
         "after loading the model.", "",
@@ -243,6 +253,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="lengths 512,1024, one repeat, results as efficiency-quick")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice, one per core); "
                    "on a shared machine 1 avoids OpenMP threads spinning against other processes")
+    p.add_argument("--loss-chunk", type=int, default=TrainConfig.loss_chunk,
+                   help="positions per chunk of the LM head and loss, as `finetune train --loss-chunk` "
+                   f"(default: {TrainConfig.loss_chunk}; 0: full logits)")
     p.add_argument("--out", type=Path, help="results path without suffix (default: benchmarks/results/efficiency)")
     p.add_argument("--render", type=Path, help="rewrite the .md and .png from a results .json, measuring nothing")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -258,7 +271,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     if args.worker:
-        print(json.dumps(measure(args.model, args.attention, args.lengths[0], args.repeats, args.threads)))
+        print(json.dumps(measure(args.model, args.attention, args.lengths[0], args.repeats, args.threads,
+                                 args.loss_chunk)))
         return
     if args.render:
         print(render(args.render))
@@ -271,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict] = []
     for attention, length in schedule(args.lengths):
         print(f"{attention} @ {length} tokens ...", file=sys.stderr, flush=True)
-        rows.append(run_worker(args.model, attention, length, args.repeats, args.threads))
+        rows.append(run_worker(args.model, attention, length, args.repeats, args.threads, args.loss_chunk))
         if len(rows) % 2 == 0:  # a length is complete: write what is measured so far (long runs may be cut)
             text = write(rows, args, header, note=None)
     print(text)

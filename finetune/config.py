@@ -69,6 +69,8 @@ class TrainConfig:
     """auto: bf16 autocast where the CPU/GPU computes it natively, else fp32"""
     gradient_checkpointing: bool = True
     """recompute activations in the backward pass to save memory"""
+    loss_chunk: int = 1024
+    """positions per chunk of the LM head and loss, recomputed in backward (finetune/loss.py); 0: full logits"""
     resume: bool = False
     """continue the run in --out from its latest checkpoint"""
 
@@ -88,6 +90,8 @@ class TrainConfig:
             raise UsageError("--group-ratio must be in (0, 1]; the paper uses 0.25")
         if not 0 <= self.eval_fraction < 1:
             raise UsageError("--eval-fraction must be in [0, 1)")
+        if self.loss_chunk < 0:
+            raise UsageError("--loss-chunk must be at least 0 (0: the model's own loss over full logits)")
         if self.lr <= 0 or self.warmup_steps < 0 or self.max_grad_norm < 0:
             raise UsageError("--lr must be positive, --warmup-steps and --max-grad-norm non-negative")
 

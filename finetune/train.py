@@ -13,6 +13,7 @@ from finetune import checkpoint, distributed, hardware
 from finetune.config import TrainConfig, UsageError
 from finetune.data import Dataset, Stream, collate, pretraining_data, sft_data
 from finetune.lora import apply_mode, load_adapter, trainable_count
+from finetune.loss import causal_lm_loss
 from finetune.model import extended_config, load_extended, load_tokenizer
 
 EVAL_SAMPLES = 8  # held-out samples scored at each checkpoint; enough to see a trend, cheap on CPU
@@ -38,6 +39,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     # AdamW with the paper's betas (0.9, 0.95); linear warm-up then constant (DeepSpeed WarmupLR).
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)))
+    # The chunked loss calls the LM head outside the forward, which FSDP's sharded weights do not allow.
+    chunk = 0 if distributed.is_sharded(model) else cfg.loss_chunk
+    head = distributed.unwrap(model).get_output_embeddings()
+    loss_of = lambda batch: causal_lm_loss(model, batch, chunk, head)  # noqa: E731
     stream = Stream(data.train, cfg.batch_size, cfg.seed, tokenizer.pad_token_id, d.rank, d.world)
     step = restore(resume_from, model, optimizer, scheduler, stream) if resume_from else 0
     if d.main and resume_from:
@@ -55,7 +60,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
                 batch = {k: v.to(d.device) for k, v in stream.next().items()}
                 with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
                     # mean loss of this micro-batch, scaled so the accumulated gradient is the step's mean
-                    loss = model(**batch).loss / cfg.grad_accum
+                    loss = loss_of(batch) / cfg.grad_accum
                 loss.backward()  # DDP all-reduces every micro-batch: simpler than no_sync, same gradient
                 loss_sum += loss.item()
                 tokens += int(batch["attention_mask"].sum())
@@ -73,7 +78,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             bar.update(1)
             saving = step % cfg.save_every == 0 or step == cfg.max_steps
             if saving:
-                record["eval_loss"] = evaluate(model, data, tokenizer.pad_token_id, bf16, d)
+                record["eval_loss"] = evaluate(model, loss_of, data, tokenizer.pad_token_id, bf16, d)
             if d.main:  # metrics before the checkpoint: a resumed run trims what came after its checkpoint
                 checkpoint.append_metrics(run, record)
             if saving:
@@ -184,7 +189,7 @@ def clip(params: list[torch.Tensor], max_norm: float) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, data: Dataset, pad_id: int, bf16: bool, d) -> float | None:
+def evaluate(model, loss_of: Callable, data: Dataset, pad_id: int, bf16: bool, d) -> float | None:
     """Mean loss on the first held-out samples, in eval mode (full attention, as the paper evaluates)."""
     if not data.heldout:
         return None
@@ -193,7 +198,7 @@ def evaluate(model, data: Dataset, pad_id: int, bf16: bool, d) -> float | None:
     for sample in data.heldout[:EVAL_SAMPLES]:
         batch = {k: v.to(d.device) for k, v in collate([sample], pad_id).items()}
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
-            losses.append(model(**batch).loss.item())
+            losses.append(loss_of(batch).item())
     model.train()
     return sum(losses) / len(losses)
 
