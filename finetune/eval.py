@@ -18,6 +18,7 @@ from tqdm import tqdm
 from finetune import hardware, passkey
 from finetune.config import EvalConfig, TrainConfig, UsageError
 from finetune.data import read_documents, text_files, tokenize_joined
+from finetune.loss import causal_lm_loss
 from finetune.model import load_extended, load_tokenizer, read_config
 from finetune.rope import original_context, serving_length
 
@@ -104,7 +105,9 @@ def perplexity(model, ids: torch.Tensor, length: int, stride: int, max_windows: 
     losses = []
     for start in tqdm(starts, desc=f"perplexity @ {length}", unit="window", dynamic_ncols=True):
         window = ids[start:start + length].to(device)[None]  # (1, T)
-        losses.append(float(model(input_ids=window, labels=window).loss))
+        batch = {"input_ids": window, "attention_mask": torch.ones_like(window), "labels": window}
+        # chunked: at 16k the full float32 logits and their log-softmax would take 6 GB
+        losses.append(float(causal_lm_loss(model, batch, TrainConfig.loss_chunk, model.get_output_embeddings())))
     loss = sum(losses) / len(losses)
     return {"length": length, "perplexity": math.exp(loss), "loss": loss, "windows": len(starts),
             "window_losses": losses}

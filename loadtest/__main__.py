@@ -33,7 +33,8 @@ def config(args: argparse.Namespace) -> RunConfig:
                      buckets=tuple(args.buckets.split(",")) if isinstance(args.buckets, str) else None,
                      per_bucket=int(args.per_bucket), max_tokens=int(args.max_tokens),
                      slo_ttft_ms=_num(args.slo_ttft_ms), slo_tpot_ms=_num(args.slo_tpot_ms),
-                     slo_e2e_ms=_num(args.slo_e2e_ms), metrics=args.metrics, seed=int(args.seed))
+                     slo_e2e_ms=_num(args.slo_e2e_ms), metrics=args.metrics, seed=int(args.seed),
+                     tokenizer=args.tokenizer)
 
 
 def _num(x) -> float | None:

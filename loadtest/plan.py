@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from loadtest.prompts import parse_bucket, plan_prompts
+from loadtest.prompts import local_tokenizer, parse_bucket, plan_prompts
 from loadtest.scenarios import SCENARIOS
 from loadtest.server import ServerInfo, http_tokenizer, probe
 
@@ -40,18 +40,33 @@ def corpus_text() -> str:
 
 
 def make_plan(host: str, api_key: str | None, scenario: str, buckets: list[str] | None, per_bucket: int,
-              max_tokens: int, seed: int = 0, corpus: str | None = None) -> dict:
-    """Probe the server and plan the prompts; raises ServerError or ValueError with a message to show."""
+              max_tokens: int, seed: int = 0, corpus: str | None = None, tokenizer: str | None = None) -> dict:
+    """Probe the server and plan the prompts; raises ServerError or ValueError with a message to show.
+
+    With `tokenizer` (a local folder) prompts are counted locally, for servers without /tokenize."""
     sc = SCENARIOS[scenario]
     info = probe(host, api_key)
     chosen = choose_buckets(buckets, info, max_tokens, sc.long_vs_short)
-    tok = http_tokenizer(host, api_key, info.model, sc.endpoint)
+    if tokenizer:
+        tok = local_tokenizer(load_hf_tokenizer(tokenizer), sc.endpoint)
+    else:
+        tok = http_tokenizer(host, api_key, info.model, sc.endpoint)
     prompts = plan_prompts(tok, corpus or corpus_text(), chosen, per_bucket, sc.shared_prefix, seed)
     return {"host": host, "model": info.model, "max_model_len": info.max_model_len, "scenario": scenario,
             "endpoint": sc.endpoint, "max_tokens": max_tokens, "buckets": chosen,
             "long_bucket": chosen[-1] if sc.long_vs_short else None, "short_bucket": chosen[0],
             # vLLM's per-request cache_salt keeps reused prompts from hitting the prefix cache
             "cache_salt": not sc.shared_prefix, "prompts": [p.to_dict() for p in prompts]}
+
+
+def load_hf_tokenizer(folder: str):
+    """The transformers tokenizer in `folder`, or a ValueError naming it."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--tokenizer {folder}: not a tokenizer folder ({str(e).splitlines()[0][:160]})") from None
 
 
 def save_plan(plan: dict, path: Path) -> Path:

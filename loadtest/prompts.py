@@ -22,7 +22,7 @@ MAX_TRIES = 16
 
 @dataclass(frozen=True)
 class Tokenizer:
-    """The three tokenizer calls prompt planning needs; tests pass a local HF tokenizer, runs the server's."""
+    """The three tokenizer calls prompt planning needs: the server's (/tokenize) or a local HF tokenizer's."""
 
     encode: Callable[[str], list[int]]
     """Raw text to token ids, without special tokens or template."""
@@ -30,6 +30,19 @@ class Tokenizer:
     """Token ids back to text."""
     count: Callable[[str], int]
     """Token count of the whole request the server renders for this text (template, BOS included)."""
+
+
+def local_tokenizer(hf, endpoint: str) -> Tokenizer:
+    """`hf` (a transformers tokenizer of the served model) rendering requests as vLLM does: the chat
+    template with the generation prompt for chat, the tokenizer's own special tokens for completions."""
+    def count(text: str) -> int:
+        if endpoint == "chat":
+            return len(hf.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                              tokenize=True, return_dict=True)["input_ids"])
+        return len(hf(text)["input_ids"])
+
+    return Tokenizer(encode=lambda text: hf(text, add_special_tokens=False)["input_ids"],
+                     decode=lambda ids: hf.decode(ids), count=count)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ class RunConfig:
     """Scrape the server's Prometheus /metrics before and after."""
     seed: int = 0
     """Seed for prompt windows, passkeys and depths."""
+    tokenizer: str | None = None
+    """Local folder with the served model's tokenizer, for servers without /tokenize (default: the server's)."""
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -95,7 +97,7 @@ def locust_env(cfg: RunConfig, plan: Path, records: Path) -> dict[str, str]:
 def prepare(cfg: RunConfig) -> Path:
     """Check the server and plan the prompts into cfg.out/plan.json; ServerError/ValueError on bad input."""
     plan = make_plan(cfg.host, cfg.api_key, cfg.scenario, list(cfg.buckets) if cfg.buckets else None,
-                     cfg.per_bucket, cfg.max_tokens, cfg.seed)
+                     cfg.per_bucket, cfg.max_tokens, cfg.seed, tokenizer=cfg.tokenizer)
     cfg.out.mkdir(parents=True, exist_ok=True)
     return save_plan(plan, cfg.out / "plan.json")
 

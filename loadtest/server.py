@@ -55,7 +55,8 @@ def probe(host: str, api_key: str | None) -> ServerInfo:
 def _post(host: str, path: str, api_key: str | None, body: dict) -> dict:
     resp = _call("POST", f"{host}{path}", api_key, json=body)
     if resp.status_code == 404:
-        raise ServerError(f"{host}{path} not found: token-exact prompts need vLLM's /tokenize and /detokenize")
+        raise ServerError(f"{host}{path} not found: token-exact prompts need vLLM's /tokenize and /detokenize, "
+                          f"or --tokenizer FOLDER with the served model's tokenizer")
     if resp.status_code != 200:
         raise ServerError(f"{host}{path} answered HTTP {resp.status_code}: {resp.text[:200]}")
     return resp.json()

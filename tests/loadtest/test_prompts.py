@@ -2,7 +2,8 @@
 
 import pytest
 
-from loadtest.prompts import NEEDLE, Tokenizer, build_prompt, parse_bucket, passkey_answer, plan_prompts
+from loadtest.prompts import (NEEDLE, Tokenizer, build_prompt, local_tokenizer, parse_bucket, passkey_answer,
+                              plan_prompts)
 from tests.tiny import make_tokenizer
 
 CORPUS = ("To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer "
@@ -16,15 +17,7 @@ def hf():
 
 @pytest.fixture(scope="module", params=["completions", "chat"])
 def tok(request, hf) -> Tokenizer:
-    if request.param == "chat":
-        def count(text):
-            return len(hf.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                              tokenize=True, return_dict=True)["input_ids"])
-    else:
-        def count(text):
-            return len(hf(text)["input_ids"])
-    return Tokenizer(encode=lambda t: hf(t, add_special_tokens=False)["input_ids"],
-                     decode=lambda ids: hf.decode(ids), count=count)
+    return local_tokenizer(hf, request.param)
 
 
 @pytest.mark.parametrize("length", [160, 257, 600])
