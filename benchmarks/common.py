@@ -71,14 +71,12 @@ def start_server(model: Path, profile: str, cache_home: Path, eager: bool, log: 
 
 
 def wait_ready(proc: subprocess.Popen, url: str, log: Path, start: float) -> float:
-    """Poll {url}/v1/models until it answers; the seconds since `start`. Exits if the server died."""
-    import requests
+    """Wait as `python -m serve` does until {url}/v1/models answers; the seconds since `start`.
+    Exits, pointing at the log, if the server dies first."""
+    from serve.launch import LaunchError, wait_until_ready
 
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited ({proc.returncode}); see {log}")
-        try:
-            if requests.get(f"{url}/v1/models", timeout=5).ok:
-                return time.monotonic() - start
-        except requests.RequestException:
-            time.sleep(1)
+    try:
+        wait_until_ready(proc, f"{url}/v1", None, timeout=3600)
+    except LaunchError as e:
+        raise SystemExit(f"{e}; see {log}") from None
+    return time.monotonic() - start

@@ -42,18 +42,20 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def wait_until_ready(proc: subprocess.Popen, url: str, api_key: str | None, timeout: float) -> float:
-    """Poll GET {url}/models until it answers 200; returns the seconds it took."""
+    """Poll GET {url}/models (url ends in /v1) until it answers 200; returns the seconds it took.
+
+    Also what the tests and benchmarks wait with, for vLLM and for the HF baseline server alike."""
     start = time.monotonic()
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     while time.monotonic() - start < timeout:
         if proc.poll() is not None:
-            raise LaunchError(f"vLLM exited with code {proc.returncode} before it was ready (its log is above)")
+            raise LaunchError(f"the server exited with code {proc.returncode} before it was ready")
         try:
             with urllib.request.urlopen(urllib.request.Request(f"{url}/models", headers=headers), timeout=5):
                 return time.monotonic() - start
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             time.sleep(1.0)
-    raise LaunchError(f"vLLM did not answer at {url} within {timeout:.0f} s")
+    raise LaunchError(f"the server did not answer at {url} within {timeout:.0f} s")
 
 
 def usage_banner(url: str, name: str, max_len: int, api_key: str | None) -> str:
@@ -89,9 +91,9 @@ def run_server(argv: list[str], env: dict[str, str], url: str, banner: str, api_
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
         return _reap(proc)
-    except LaunchError:
+    except LaunchError as e:
         _reap(proc)
-        raise
+        raise LaunchError(f"vLLM: {e} (its log is above)") from None
 
 
 def _die_with_parent() -> None:

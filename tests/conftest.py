@@ -7,13 +7,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from serve.launch import LaunchError, wait_until_ready
 from tests.tiny import make_tiny_checkpoint
 
 TINY_CONTEXT, TINY_FACTOR = 128, 4  # original context and linear RoPE factor of the served checkpoint
@@ -51,17 +50,11 @@ def make_served_checkpoint(out: Path) -> Path:
 
 
 def wait_for(url: str, api_key: str, proc: subprocess.Popen, log: Path, timeout: float = 900) -> None:
-    deadline = time.monotonic() + timeout
-    request = urllib.request.Request(f"{url}/v1/models", headers={"Authorization": f"Bearer {api_key}"})
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
-        try:
-            urllib.request.urlopen(request, timeout=5)
-            return
-        except OSError:
-            time.sleep(1)
-    raise RuntimeError(f"server not ready after {timeout} s:\n{log.read_text()[-4000:]}")
+    """The launcher's own readiness wait, with the server's log in the failure."""
+    try:
+        wait_until_ready(proc, f"{url}/v1", api_key, timeout)
+    except LaunchError as e:
+        raise RuntimeError(f"{e}:\n{log.read_text()[-4000:]}") from None
 
 
 @pytest.fixture(scope="session")
