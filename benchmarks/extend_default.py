@@ -159,6 +159,18 @@ def table(s: Settings, results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def ratios(s: Settings, results: dict[str, dict]) -> list[str]:
+    """What training changed, as perplexity ratios: at the target against PI alone, at the original
+    context against the base (does the extension cost short-context quality?)."""
+    if not {"longlora", "pi", "base"} <= set(results):
+        return []
+    short, long = min(s.lengths), max(s.lengths)
+    r_long = ppl_at(results["longlora"], long) / ppl_at(results["pi"], long)
+    r_short = ppl_at(results["longlora"], short) / ppl_at(results["base"], short)
+    return [f"- At {long} tokens, LongLoRA's perplexity is {r_long:.3f}× that of PI without training.",
+            f"- At {short} tokens, it is {r_short:.3f}× that of the unchanged base.", ""]
+
+
 def answers(s: Settings, results: dict[str, dict]) -> list[str]:
     """Every passkey trial near the target: what each row answered (small N, so show them all)."""
     n = max(s.passkey_lengths)
@@ -172,13 +184,14 @@ def answers(s: Settings, results: dict[str, dict]) -> list[str]:
     return lines
 
 
-def plot(s: Settings, results: dict[str, dict], title: str, path: Path) -> None:
+def plot(s: Settings, results: dict[str, dict], record: dict, title: str, path: Path) -> None:
+    """Left: perplexity against length per row. Right: the run's training loss and held-out loss by step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     for row in ROWS:
         if row.key in results:
             ax.plot(s.lengths, [ppl_at(results[row.key], n) for n in s.lengths], marker="o", label=row.label)
@@ -190,6 +203,14 @@ def plot(s: Settings, results: dict[str, dict], title: str, path: Path) -> None:
     ax.set_ylabel("perplexity on held-out text (log)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
+    steps = range(1, len(record["losses"]) + 1)
+    bx.plot(steps, record["losses"], marker=".", label="training loss (one block per step)")
+    held = record["eval_losses"]
+    bx.plot([int(k) for k in held], list(held.values()), "s", label="held-out loss")
+    bx.set_xlabel("optimizer step")
+    bx.set_ylabel("loss")
+    bx.set_title(f"the run: {s.run.name}", fontsize=10)
+    bx.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -202,26 +223,25 @@ def report(s: Settings, results: dict[str, dict], record: dict, out: Path, argv:
     original, factor = original_context(read_config(s.base)), run_factor(s)
     title = f"{s.base.name}: {original} → {round(original * factor)} tokens"
     out.parent.mkdir(parents=True, exist_ok=True)
-    plot(s, results, title, out.with_suffix(".png"))
+    plot(s, results, record, title, out.with_suffix(".png"))
     out.with_suffix(".json").write_text(json.dumps({"settings": dataclasses.asdict(s), "run": record,
                                                     "results": results}, indent=2, default=str) + "\n")
     text = [f"# {title}: before and after LongLoRA", "", machine_header(argv), ""]
-    if record:
-        st = record["settings"]
-        evals = ", ".join(f"step {k}: {v:.3f}" for k, v in record["eval_losses"].items()) or "none"
-        text += [f"**The run** (`{s.run}`): {record['steps']} steps of `finetune train` ({st['mode']}, "
-                 f"{st['attention']} attention, {st['rope']} RoPE to {st['target_length']} tokens, batch "
-                 f"{st['batch_size']} × accumulation {st['grad_accum']}, lr {st['lr']}, warm-up "
-                 f"{st['warmup_steps']}), median {record['median_step_s']:.0f} s per step, "
-                 f"{record['train_hours']:.2f} h in all. Training loss by step: "
-                 + ", ".join(f"{x:.2f}" for x in record["losses"]) + f". Held-out loss at checkpoints: {evals}.",
-                 ""]
-    text += [f"**The evaluation**: `finetune eval`, full attention, the held-out tail of the default corpus; "
+    st = record["settings"]
+    evals = ", ".join(f"step {k}: {v:.3f}" for k, v in record["eval_losses"].items()) or "none"
+    text += [f"**The run** (`{s.run}`): {record['steps']} steps of `finetune train` ({st['mode']}, "
+             f"{st['attention']} attention, {st['rope']} RoPE to {st['target_length']} tokens, batch "
+             f"{st['batch_size']} × accumulation {st['grad_accum']}, lr {st['lr']}, warm-up "
+             f"{st['warmup_steps']}), median {record['median_step_s']:.0f} s per step, "
+             f"{record['train_hours']:.2f} h in all. Training loss by step (each step a different block): "
+             + ", ".join(f"{x:.2f}" for x in record["losses"]) + f". Held-out loss at checkpoints: {evals}.", ""]
+    data = ", ".join(str(d) for d in s.data) if s.data else "the held-out tail of the default corpus"
+    text += [f"**The evaluation**: `finetune eval`, full attention, {data}; "
              f"perplexity over {s.max_windows} window(s) per length; passkey retrieval with greedy decoding, "
              f"{s.passkey_depths} depth bin(s) × {s.passkey_trials} trial(s) per length (so each passkey cell is "
              f"a handful of trials: a coarse signal). The base row runs past its {original}-token context "
              f"with its RoPE unchanged; base+PI interpolates ×{factor:g} at load time without training.", "",
-             *table(s, results), "", f"![perplexity against length]({out.with_suffix('.png').name})", "",
+             *table(s, results), "", *ratios(s, results), f"![perplexity against length, and the run's loss]({out.with_suffix('.png').name})", "",
              "Passkey trials near the target:", "", *answers(s, results), ""]
     out.write_text("\n".join(text))
     print(f"wrote {out}, {out.with_suffix('.png')} and {out.with_suffix('.json')}")
