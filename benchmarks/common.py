@@ -4,6 +4,8 @@ command, date), and real-text prompts of exact token lengths."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
 import platform
 import shlex
@@ -13,6 +15,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
 PORT = 8765  # benchmarks' own port, away from `make serve`'s 8000
 URL = f"http://127.0.0.1:{PORT}"
 
@@ -80,3 +83,19 @@ def wait_ready(proc: subprocess.Popen, url: str, log: Path, start: float) -> flo
     except LaunchError as e:
         raise SystemExit(f"{e}; see {log}") from None
     return time.monotonic() - start
+
+
+def finetune(*args: str) -> tuple[float, float]:
+    """Run `python -m finetune ARGS` (output streamed); return (wall seconds, peak RSS in MiB) of that process."""
+    cmd = [sys.executable, "-m", "finetune", *args]
+    started = time.time()
+    proc = subprocess.Popen(cmd, cwd=REPO)
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the max over all children
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd[:4])} ...")
+    return time.time() - started, usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]

@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import machine_header  # noqa: E402
+from benchmarks.common import REPO, digest, finetune, machine_header  # noqa: E402
 from finetune.home import longctx_home  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 
 
@@ -68,21 +65,11 @@ ROWS = (Row("base", "base, RoPE unchanged"), Row("pi", "base + PI, no training")
         Row("longlora", "LongLoRA run, merged"))
 
 
-def digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-
 def model_stamp(model: Path) -> dict:
     """What identifies a model folder's contents cheaply: its config and its weight files' sizes and times."""
     weights = sorted(model.glob("*.safetensors"))
     return {"config": (model / "config.json").read_text(),
             "weights": [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]}
-
-
-def finetune(*args: str) -> None:
-    cmd = [sys.executable, "-m", "finetune", *args]
-    if subprocess.run(cmd).returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd[2:5])} ...")
 
 
 def merged_model(s: Settings, work: Path) -> Path:
@@ -94,18 +81,9 @@ def merged_model(s: Settings, work: Path) -> Path:
     return out
 
 
-def run_factor(s: Settings) -> float:
-    """The run's extension factor: its target length over the base model's original context."""
-    from finetune.model import read_config
-    from finetune.rope import original_context
-
-    target = json.loads((s.run / "run.json").read_text())["settings"]["target_length"]
-    return target / original_context(read_config(s.base))
-
-
-def evaluate_row(row: Row, s: Settings, model: Path, work: Path) -> dict:
+def evaluate_row(row: Row, s: Settings, model: Path, factor: float, work: Path) -> dict:
     """`finetune eval` of one row; a finished evaluation of the same model and settings is reused."""
-    flags = ["--rope", "linear", "--factor", f"{run_factor(s):g}"] if row.key == "pi" else []
+    flags = ["--rope", "linear", "--factor", f"{factor:g}"] if row.key == "pi" else []
     settings = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("run", "base")}
     folder = work / f"{row.key}-{digest([row.key, flags, settings, model_stamp(model)])}"
     if not (folder / "eval.json").is_file():
@@ -128,7 +106,7 @@ def run_record(run: Path) -> dict:
     """What the training run did, from its run.json and metrics.jsonl."""
     info = json.loads((run / "run.json").read_text())
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {"settings": info["settings"], "rope": info.get("rope"), "steps": len(metrics),
+    return {"settings": info["settings"], "longctx": info["longctx"], "steps": len(metrics),
             "losses": [m["loss"] for m in metrics],
             "eval_losses": {m["step"]: m["eval_loss"] for m in metrics if m.get("eval_loss") is not None},
             "median_step_s": statistics.median(m["seconds"] for m in metrics) if metrics else None,
@@ -216,11 +194,13 @@ def plot(s: Settings, results: dict[str, dict], record: dict, title: str, path: 
     plt.close(fig)
 
 
-def report(s: Settings, results: dict[str, dict], record: dict, out: Path, argv: list[str]) -> None:
-    from finetune.model import read_config
-    from finetune.rope import original_context
+def shown(path: Path) -> str:
+    """`path` as a user would type it: relative to the repository when inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
-    original, factor = original_context(read_config(s.base)), run_factor(s)
+
+def report(s: Settings, results: dict[str, dict], record: dict, out: Path, argv: list[str]) -> None:
+    original, factor = record["longctx"]["original_context"], record["longctx"]["rope_factor"]
     title = f"{s.base.name}: {original} → {round(original * factor)} tokens"
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(s, results, record, title, out.with_suffix(".png"))
@@ -229,7 +209,7 @@ def report(s: Settings, results: dict[str, dict], record: dict, out: Path, argv:
     text = [f"# {title}: before and after LongLoRA", "", machine_header(argv), ""]
     st = record["settings"]
     evals = ", ".join(f"step {k}: {v:.3f}" for k, v in record["eval_losses"].items()) or "none"
-    text += [f"**The run** (`{s.run}`): {record['steps']} steps of `finetune train` ({st['mode']}, "
+    text += [f"**The run** (`{shown(s.run)}`): {record['steps']} steps of `finetune train` ({st['mode']}, "
              f"{st['attention']} attention, {st['rope']} RoPE to {st['target_length']} tokens, batch "
              f"{st['batch_size']} × accumulation {st['grad_accum']}, lr {st['lr']}, warm-up "
              f"{st['warmup_steps']}), median {record['median_step_s']:.0f} s per step, "
@@ -274,15 +254,17 @@ def main(argv: list[str] | None = None) -> None:
         from finetune.default_model import ensure_default_model
 
         s = dataclasses.replace(s, base=ensure_default_model())
+    # `finetune` runs from the repository root: hand it absolute paths
+    s = dataclasses.replace(s, run=s.run.resolve(), base=s.base.resolve(), data=tuple(d.resolve() for d in s.data))
     if not (s.run / "run.json").is_file():
         raise SystemExit(f"{s.run} is not a `finetune train` run; train first: "
                          f"finetune train --preset presets/smollm2-16k.toml")
     started = time.time()
+    record = run_record(s.run)
     results = {}
     for row in (r for r in ROWS if r.key in rows):
         model = merged_model(s, work) if row.key == "longlora" else s.base
-        results[row.key] = evaluate_row(row, s, model, work)
-    record = run_record(s.run)
+        results[row.key] = evaluate_row(row, s, model, record["longctx"]["rope_factor"], work)
     report(s, results, record, out, sys.argv if argv is None else ["benchmarks/extend_default.py", *argv])
     print(f"{(time.time() - started) / 60:.1f} min")
 

@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import random
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import machine_header  # noqa: E402
+from benchmarks.common import digest, finetune, machine_header  # noqa: E402
 from finetune.home import atomic_dir, longctx_home  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -278,22 +276,6 @@ def train_row(row: Row, s: Settings, base: Path, train_files: list[Path], run: P
     return {"train_seconds": sum(m["seconds"] for m in metrics), "process_seconds": seconds,
             "peak_rss_mib": peak, "final_loss": sum(m["loss"] for m in metrics[-5:]) / len(metrics[-5:]),
             "trainable_parameters": info["trainable_parameters"], "total_parameters": info["total_parameters"]}
-
-
-def finetune(*args: str) -> tuple[float, float]:
-    """Run `python -m finetune ARGS` (output streamed); return (wall seconds, peak RSS in MiB) of that process."""
-    cmd = [sys.executable, "-m", "finetune", *args]
-    started = time.time()
-    proc = subprocess.Popen(cmd, cwd=REPO)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the max over all children
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd[:4])} ...")
-    return time.time() - started, usage.ru_maxrss / 1024  # Linux reports KiB
-
-
-def digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 # ---------------------------------------------------------------- report
