@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from finetune.config import EvalConfig, MergeConfig, TrainConfig, UsageError, field_docs
+from finetune.hardware import DtypeError
 from finetune.rope import RopeConfigError
 
 COMMANDS: dict[str, type] = {"train": TrainConfig, "merge": MergeConfig, "eval": EvalConfig}
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = make_config(COMMANDS[args.command], vars(args))
         runner(args.command)(cfg)
-    except (UsageError, RopeConfigError) as e:
+    except (UsageError, RopeConfigError, DtypeError) as e:
         return fail(str(e))
     except OSError as e:
         if e.errno not in DISK_FULL:

@@ -17,6 +17,7 @@ from finetune.rope import METHODS
 Mode = Literal["longlora", "lora", "full"]
 Attention = Literal["s2", "full"]
 Precision = Literal["auto", "bf16", "fp32"]
+EvalDtype = Literal["auto", "float32", "bfloat16"]
 
 
 class UsageError(ValueError):
@@ -142,8 +143,12 @@ class EvalConfig:
     """extension factor for --rope, relative to the model's original context"""
     seed: int = 0
     """seed for the passkeys and their depths"""
+    dtype: EvalDtype = "auto"
+    """weights' dtype: auto (bfloat16 where the hardware runs it natively or LONGCTX_DTYPE says, else float32)"""
 
     def __post_init__(self) -> None:
+        if self.dtype not in get_args(EvalDtype):
+            raise UsageError(f"unknown dtype {self.dtype!r}; use --dtype {'|'.join(get_args(EvalDtype))}")
         if (self.rope is None) != (self.factor is None):
             raise UsageError("give --rope and --factor together (e.g. --rope linear --factor 4)")
         if self.rope is not None and self.rope not in METHODS:

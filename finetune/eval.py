@@ -38,15 +38,17 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
         raise UsageError(f"the held-out text has {len(ids)} tokens, fewer than --lengths {max(cfg.lengths)}; "
                          f"give more text with --data or lower --lengths")
     check_passkey_lengths(cfg, tokenizer)
-    model = load_model(cfg.model, cfg.rope, cfg.factor, device)
-    log(f"evaluating {cfg.model} on {len(ids)} held-out tokens, {device.type}, full attention")
+    dtype = eval_dtype(cfg.dtype, device)
+    model = load_model(cfg.model, cfg.rope, cfg.factor, device, getattr(torch, dtype.dtype))
+    log(f"evaluating {cfg.model} on {len(ids)} held-out tokens, {device.type}, {dtype.dtype}, full attention")
     ppl = [perplexity(model, ids, length, cfg.stride, cfg.max_windows) for length in cfg.lengths]
     keys = passkey_results(model, tokenizer, cfg)
     result = {"model": str(cfg.model), "rope_override": {"rope": cfg.rope, "factor": cfg.factor},
               "rope_parameters": model.config.rope_parameters,
               "max_position_embeddings": model.config.max_position_embeddings,
               "rope_length": serving_length(model.config.to_dict()),
-              "heldout_tokens": len(ids), "data": [str(p) for p in cfg.data] or "default corpus, held-out tail",
+              **dtype.as_dict(), "heldout_tokens": len(ids),
+              "data": [str(p) for p in cfg.data] or "default corpus, held-out tail",
               "perplexity": ppl, "passkey": keys, "seconds": round(time.time() - started, 1),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     return write_results(Path(cfg.out), result, log)
@@ -55,12 +57,18 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
 # ---------------------------------------------------------------- model and text
 
 
-def load_model(model_dir: Path, rope: str | None, factor: float | None, device: torch.device) -> torch.nn.Module:
+def eval_dtype(asked: str, device: torch.device) -> hardware.DtypeChoice:
+    """--dtype as given, or the machine's best (LONGCTX_DTYPE, then the hardware); recorded in eval.json."""
+    choice = hardware.choose_dtype(device.type == "cuda")
+    return choice if asked == "auto" else hardware.DtypeChoice(asked, "--dtype", choice.cpu_flags)
+
+
+def load_model(model_dir: Path, rope: str | None, factor: float | None, device: torch.device,
+               dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """The causal LM in eval mode; with `rope`, its RoPE extended by `factor` over the original context."""
     from transformers import AutoModelForCausalLM
 
     config = read_config(model_dir)  # refuses a missing folder or an unsupported family in one line
-    dtype = getattr(torch, hardware.best_dtype(device.type == "cuda"))
     if rope is None:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     else:

@@ -156,13 +156,12 @@ def use_s2attn(model: torch.nn.Module, group_ratio: float) -> None:
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast only where the hardware computes bf16 natively (on CPU: AVX512-BF16 or AMX; emulated
-    bf16 is far slower than fp32, see finetune/hardware.py); fp32 weights either way."""
+    """bf16 autocast where the hardware computes bf16 natively (on CPU: AVX512-BF16 or AMX; emulated bf16 is
+    far slower than fp32, see finetune/hardware.py) or LONGCTX_DTYPE=bfloat16 asks; fp32 weights either way."""
     if precision != "auto":
         return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return hardware.cpu_has_fast_bf16()
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return hardware.best_dtype(device.type == "cuda", cuda_bf16=cuda_bf16) == "bfloat16"
 
 
 def start_run(run: Path, cfg: TrainConfig, base_dir: Path, extended: dict, model, data: Dataset, bf16: bool,
@@ -174,9 +173,16 @@ def start_run(run: Path, cfg: TrainConfig, base_dir: Path, extended: dict, model
         "settings": checkpoint.settings(cfg), "base_model": str(base_dir.resolve()),
         "model_type": extended["model_type"], "rope_parameters": extended["rope_parameters"],
         "max_position_embeddings": extended["max_position_embeddings"], "longctx": extended["longctx"],
-        "precision": "bf16" if bf16 else "fp32", "world_size": d.world, "trainable_parameters": trainable,
+        "precision": "bf16" if bf16 else "fp32", "precision_chosen_by": precision_reason(cfg.precision),
+        "cpu_flags": list(hardware.choose_dtype(False).cpu_flags), "world_size": d.world,
+        "trainable_parameters": trainable,
         "total_parameters": total, "train_samples": len(data.train), "heldout_samples": len(data.heldout),
         "versions": checkpoint.versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def precision_reason(precision: str) -> str:
+    """Why the run trains in its precision: the flag, or what `hardware.choose_dtype` went by."""
+    return "--precision" if precision != "auto" else hardware.choose_dtype(hardware.cuda_available()).reason
 
 
 # ---------------------------------------------------------------- steps

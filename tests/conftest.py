@@ -1,5 +1,7 @@
 """Session fixtures: one real vLLM server on a tiny checkpoint, shared by every end-to-end test
-(a cold start takes about a minute on 2 cores, so it starts once)."""
+(a cold start takes about a minute on 2 cores, so it starts once), in float32 whatever the CPU, so
+numbers can be compared with transformers'; and a bfloat16 one for the bf16 path's own tests, started
+only where bf16 is native (or LONGCTX_DTYPE=bfloat16 forces it)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,20 @@ from pathlib import Path
 
 import pytest
 
+from finetune import hardware
 from serve.launch import LaunchError, wait_until_ready
 from tests.tiny import make_tiny_checkpoint
 
 TINY_CONTEXT, TINY_FACTOR = 128, 4  # original context and linear RoPE factor of the served checkpoint
 API_KEY = "test-key-123"
+
+# The auto dtype on this machine (LONGCTX_DTYPE first, then the CPU's flags): the bf16 path's tests run
+# where it is bfloat16, and say why they skip elsewhere.
+AUTO = hardware.choose_dtype(False)
+needs_bf16 = pytest.mark.skipif(
+    AUTO.dtype != "bfloat16",
+    reason=f"bfloat16 is not this machine's dtype ({AUTO.dtype}, chosen by {AUTO.reason}): without "
+           f"avx512_bf16/amx_bf16 it is emulated; LONGCTX_DTYPE=bfloat16 runs these tests anyway")
 
 
 @dataclass(frozen=True)
@@ -57,14 +68,13 @@ def wait_for(url: str, api_key: str, proc: subprocess.Popen, log: Path, timeout:
         raise RuntimeError(f"{e}:\n{log.read_text()[-4000:]}") from None
 
 
-@pytest.fixture(scope="session")
-def tiny_server(tmp_path_factory) -> Server:
-    root = tmp_path_factory.mktemp("server")
+def serve_tiny(root: Path, dtype: str):
+    """`python -m serve` on the tiny checkpoint in `dtype`; yields a Server, stops it afterwards."""
     model = make_served_checkpoint(root / "tiny-linear-x4")
     port, log = free_port(), root / "server.log"
     env = {**os.environ, "LONGCTX_HOME": str(root / "home")}
     cmd = [sys.executable, "-m", "serve", str(model), "--port", str(port), "--api-key", API_KEY,
-           "--enforce-eager", "--kv-cache-gib", "1"]
+           "--enforce-eager", "--kv-cache-gib", "1", "--dtype", dtype]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -77,3 +87,15 @@ def tiny_server(tmp_path_factory) -> Server:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tmp_path_factory) -> Server:
+    """float32 on every machine: the numeric parity tests compare it with transformers in float32."""
+    yield from serve_tiny(tmp_path_factory.mktemp("server"), "float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_server_bf16(tmp_path_factory) -> Server:
+    """bfloat16, for the bf16 path's own tests (mark them `needs_bf16`)."""
+    yield from serve_tiny(tmp_path_factory.mktemp("server-bf16"), "bfloat16")

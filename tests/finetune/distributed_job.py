@@ -11,7 +11,8 @@ from finetune.train import train
 
 def settings(model: str, data: str, out: Path, **kw) -> TrainConfig:
     base = dict(model=Path(model), data=(Path(data),), out=out, target_length=128, attention="full", max_steps=2,
-                grad_accum=1, lr=1e-2, warmup_steps=0, save_every=1, gradient_checkpointing=False)
+                grad_accum=1, lr=1e-2, warmup_steps=0, save_every=1, gradient_checkpointing=False,
+                precision="fp32")  # one process against two: numbers compared, so float32 on every CPU
     return TrainConfig(**{**base, **kw})
 
 
@@ -20,7 +21,8 @@ def as_flags(cfg: TrainConfig) -> list[str]:
     return ["train", "--model", str(cfg.model), "--data", *map(str, cfg.data), "--out", str(cfg.out),
             "--target-length", str(cfg.target_length), "--attention", cfg.attention, "--max-steps",
             str(cfg.max_steps), "--grad-accum", str(cfg.grad_accum), "--lr", str(cfg.lr), "--warmup-steps", "0",
-            "--save-every", str(cfg.save_every), "--no-gradient-checkpointing", "--mode", cfg.mode]
+            "--save-every", str(cfg.save_every), "--no-gradient-checkpointing", "--mode", cfg.mode,
+            "--precision", cfg.precision]
 
 
 if __name__ == "__main__":

@@ -113,11 +113,19 @@ def test_merge_of_a_missing_run(tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
-def test_shipped_presets_parse():
+def test_shipped_presets_parse_into_what_they_say():
+    import tomllib
     from pathlib import Path
 
-    for preset in sorted(Path(__file__).parents[2].glob("presets/*.toml")):
+    presets = sorted(Path(__file__).parents[2].glob("presets/*.toml"))
+    assert presets
+    for preset in presets:
         command = preset.read_text().splitlines()[0].split("finetune ")[1].split()[0]
-        cfg = make_config({"train": TrainConfig, "merge": MergeConfig}[command],
-                          vars(parser().parse_args([command, "--preset", str(preset)])))
-        assert cfg is not None
+        cls = {"train": TrainConfig, "merge": MergeConfig}[command]
+        cfg = make_config(cls, vars(parser().parse_args([command, "--preset", str(preset)])))
+        written = tomllib.loads(preset.read_text())
+        assert written, preset
+        for key, value in written.items():  # every setting in the file reaches the config, typed
+            got = getattr(cfg, key.replace("-", "_"))
+            plain = [str(x) for x in got] if isinstance(got, tuple) else str(got) if isinstance(got, Path) else got
+            assert plain == value, (preset.name, key)

@@ -61,4 +61,9 @@ def test_fsdp_full_equals_one_process_and_resumes(runs, tiny_model, tmp_path):
                    log=lambda _: None)
     assert losses(runs / "fsdp-cut") == pytest.approx(losses(single), rel=1e-6)  # step 2 ran after resuming
     assert close(weights(runs / "fsdp-cut"), weights(single), atol=WEIGHT_ATOL)
-    merge(MergeConfig(run=runs / "fsdp-cut", out=tmp_path / "merged"), log=lambda _: None)
+    # the resumed FSDP run merges into exactly the weights it saved
+    merged = merge(MergeConfig(run=runs / "fsdp-cut", out=tmp_path / "merged"), log=lambda _: None)
+    written = load_file(merged / "model.safetensors")
+    saved = weights(runs / "fsdp-cut")
+    assert saved.keys() <= written.keys() and all(torch.equal(written[k], saved[k]) for k in saved)
+    assert json.loads((merged / "config.json").read_text())["longctx"]["trained_context"] == 128

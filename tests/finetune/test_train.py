@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -16,7 +17,8 @@ def quiet(_):
 
 def run_cfg(tiny_model, corpus, out, **kw):
     settings = dict(model=tiny_model, data=(corpus,), out=out, target_length=128, attention="full", max_steps=3,
-                    grad_accum=1, lr=3e-3, warmup_steps=0, save_every=100, gradient_checkpointing=False)
+                    grad_accum=1, lr=3e-3, warmup_steps=0, save_every=100, gradient_checkpointing=False,
+                    precision="fp32")  # the bf16 path has its own tests below
     return TrainConfig(**{**settings, **kw})
 
 
@@ -77,8 +79,14 @@ def test_sft_run_with_padding_under_s2attn(tiny_model, tmp_path):
     sft.write_text(json.dumps([{"instruction": "Colour of the sky?", "output": "Blue."},
                                {"instruction": "Say", "input": "the pass key", "output": "12345 " * 9}] * 2))
     run = train(run_cfg(tiny_model, None, tmp_path / "run", data=(), sft=sft, batch_size=2, max_steps=2,
-                        attention="s2"), log=quiet)
-    assert len(metrics(run)) == 2
+                        attention="s2", save_every=1), log=quiet)
+    rows = metrics(run)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 and math.isfinite(r["eval_loss"]) for r in rows)
+    # padding carried no loss and no NaN into the weights, and the adapter learnt something
+    first, last = (load_file(next((c / "adapter").glob("*.safetensors"))) for c in checkpoints(run))
+    assert all(torch.isfinite(t).all() for t in last.values())
+    assert any(not torch.equal(first[k], last[k]) for k in first)
 
 
 def test_bf16_autocast_run(tiny_model, corpus, tmp_path):
@@ -88,10 +96,23 @@ def test_bf16_autocast_run(tiny_model, corpus, tmp_path):
 
 def test_bf16_only_with_native_support(monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.delenv(hardware.DTYPE_ENV, raising=False)
     monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2"})
     assert not use_bf16("auto", cpu) and use_bf16("bf16", cpu)
     monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2", "amx_bf16"})
     assert use_bf16("auto", cpu) and not use_bf16("fp32", cpu)
+    monkeypatch.setenv(hardware.DTYPE_ENV, "float32")  # the override beats the flags, both ways
+    assert not use_bf16("auto", cpu) and use_bf16("bf16", cpu)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx2"})
+    monkeypatch.setenv(hardware.DTYPE_ENV, "bfloat16")
+    assert use_bf16("auto", cpu)
+
+
+def test_run_json_records_the_precision_and_why(tiny_model, corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv(hardware.DTYPE_ENV, "float32")
+    info = read_run(train(run_cfg(tiny_model, corpus, tmp_path / "run", precision="auto", max_steps=1), log=quiet))
+    assert info["precision"] == "fp32" and info["precision_chosen_by"] == "LONGCTX_DTYPE"
+    assert set(info["cpu_flags"]) <= set(hardware.REPORTED_FLAGS)
 
 
 @pytest.mark.parametrize("mode", ["longlora", "lora"])
@@ -117,4 +138,11 @@ def test_s2attn_refuses_only_head_layouts_it_cannot_split(tmp_path, corpus):
     assert not (tmp_path / "run").exists()
     smol_like = LlamaConfig(num_attention_heads=9, num_key_value_heads=3, hidden_size=288, num_hidden_layers=1,
                             intermediate_size=64, vocab_size=64)
-    assert use_s2attn(AutoModelForCausalLM.from_config(smol_like), 0.25) is None  # SmolLM2's 9 on 3 heads: fine
+    model = AutoModelForCausalLM.from_config(smol_like)
+    use_s2attn(model, 0.25)  # SmolLM2's 9 on 3 heads: accepted, and S² really runs in training mode
+    assert model.config._attn_implementation == "longctx_s2"
+    ids = torch.randint(0, 64, (1, 32))
+    model.train()
+    trained = model(ids).logits
+    model.eval()  # evaluation is full attention: S² (groups of 8 here) gives other outputs
+    assert not torch.allclose(trained, model(ids).logits, atol=1e-4)
