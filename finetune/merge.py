@@ -39,6 +39,7 @@ def merge(cfg: MergeConfig, log: Callable[[str], None] = print) -> Path:
     if already_merged(Path(cfg.out), stamp):
         log(f"{cfg.out} already holds {ckpt.name} of {cfg.run}; nothing to do")
         return Path(cfg.out)
+    check_out(Path(cfg.out), Path(cfg.run), base_dir)  # before anything slow; the merge replaces --out whole
     config = final_config(base_dir, s["rope"], s["target_length"])
     model = trained_model(ckpt, base_dir, s["rope"], s["target_length"], s["mode"])
     sample = sample_ids(len(load_tokenizer(base_dir)), min(SAMPLE_TOKENS, s["target_length"]))
@@ -124,6 +125,26 @@ def weights_digest(ckpt: Path) -> str:
     for f in sorted(Path(ckpt).rglob("*.safetensors")):
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def check_out(out: Path, run: Path, base_dir: Path) -> None:
+    """Refuse an --out whose replacement would delete anything but an earlier merge of this same run:
+    a non-empty folder without our stamp, a file, the run, the base model, or a folder holding either."""
+    target = out.resolve()
+    for kept, what in ((run.resolve(), "the run folder"), (base_dir.resolve(), "the base model")):
+        if target == kept or target in kept.parents:
+            raise UsageError(f"--out {out} would replace {what} {kept}; choose a new folder for the merge")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UsageError(f"--out {out} exists and is not a folder; choose a new folder for the merge")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        earlier = json.loads((out / STAMP).read_text()).get("run")
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    if earlier != str(run.resolve()):
+        raise UsageError(f"--out {out} is not empty and holds no earlier merge of {run}; "
+                         f"choose a new or empty folder (nothing was changed)")
 
 
 def already_merged(out: Path, stamp: dict[str, str]) -> bool:

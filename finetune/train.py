@@ -27,6 +27,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     log = log if d.main else (lambda _: None)
     run, base_dir = Path(cfg.out), base_model(cfg, log)
     rope = extended_config(base_dir, cfg.rope, cfg.target_length)  # refuses a bad target or method early
+    check_attention(cfg, rope)
     resume_from = open_run(run, cfg)
     tokenizer = load_tokenizer(base_dir)
     with distributed.main_first(d):  # rank 0 fills the tokenized cache, the others read it
@@ -135,6 +136,23 @@ def build_model(cfg: TrainConfig, base_dir: Path, resume_from: Path | None) -> t
     if resume_from is not None and cfg.mode != "full":
         return load_adapter(model, resume_from / "adapter", trainable=True)
     return apply_mode(model, cfg.mode)
+
+
+def sliding_window(config: dict) -> int | None:
+    """The attention window of a config.json (Mistral's `sliding_window`; Qwen2 only with `use_sliding_window`)."""
+    if not config.get("use_sliding_window", True):
+        return None
+    return config.get("sliding_window") or None
+
+
+def check_attention(cfg: TrainConfig, config: dict) -> None:
+    """Refuse what S²-Attn cannot train, before anything is written to the run folder."""
+    window = sliding_window(config)
+    if cfg.attention == "s2" and window is not None and window < cfg.target_length:
+        raise UsageError(f"the model attends within a sliding window of {window} tokens (sliding_window in its "
+                         f"config.json), shorter than --target-length {cfg.target_length}, and S2-Attn's groups "
+                         f"cannot combine with it; train with --attention full (the window already bounds "
+                         f"attention's cost)")
 
 
 def use_s2attn(model: torch.nn.Module, group_ratio: float) -> None:

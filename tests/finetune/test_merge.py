@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from finetune.config import MergeConfig, TrainConfig
+from finetune.config import MergeConfig, TrainConfig, UsageError
 from finetune.merge import MergeError, check_close, merge, sample_ids
 from finetune.rope import serving_length
 from finetune.train import train
@@ -133,3 +133,36 @@ def test_other_families_train_and_merge(family, tiny_model, corpus, tmp_path):
     assert config["architectures"] == [{"qwen2": "LongctxQwen2ForCausalLM",
                                         "mistral": "LongctxMistralForCausalLM"}[family]]
     assert serving_length(config) == 128
+
+
+def test_a_folder_holding_other_things_is_never_replaced(run, tmp_path, capsys):
+    from finetune.__main__ import main
+
+    other = tmp_path / "other-model"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    (other / "config.json").write_text("{}")
+    assert main(["merge", str(run), "--out", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not empty and holds no earlier merge" in err and len(err.splitlines()) == 1
+    assert sorted(f.name for f in other.iterdir()) == ["config.json", "notes.txt"]
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_the_run_and_the_base_and_their_parents_are_refused(run, tiny_model, tmp_path):
+    for out in (run, run.parent, tiny_model, tiny_model.parent):
+        before = sorted(p.name for p in out.iterdir())
+        with pytest.raises(UsageError, match="would replace"):
+            merge(MergeConfig(run=run, out=out), log=lambda _: None)
+        assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_an_earlier_merge_of_the_same_run_is_replaced(tiny_model, corpus, tmp_path):
+    run = trained_run(tiny_model, corpus, tmp_path / "run", target_length=128, save_every=1)
+    out = tmp_path / "merged"
+    merge(MergeConfig(run=run, out=out, step=1), log=lambda _: None)
+    merge(MergeConfig(run=run, out=out), log=lambda _: None)  # the newer checkpoint into the same folder
+    assert json.loads((out / "longctx_merge.json").read_text())["checkpoint"] == "step-000002"
+    another = trained_run(tiny_model, corpus, tmp_path / "another", target_length=128, max_steps=1)
+    with pytest.raises(UsageError, match="no earlier merge of"):
+        merge(MergeConfig(run=another, out=out), log=lambda _: None)

@@ -146,3 +146,19 @@ def test_s2attn_refuses_only_head_layouts_it_cannot_split(tmp_path, corpus):
     trained = model(ids).logits
     model.eval()  # evaluation is full attention: S² (groups of 8 here) gives other outputs
     assert not torch.allclose(trained, model(ids).logits, atol=1e-4)
+
+
+def test_a_sliding_window_shorter_than_the_target_is_refused_before_anything_is_written(tiny_model, corpus,
+                                                                                         tmp_path):
+    """Mistral-7B-v0.1 attends within 4096 tokens: S²-Attn cannot train it at 32k, and says so up front."""
+    from tests.finetune.conftest import make_family_checkpoint
+
+    base = make_family_checkpoint(tmp_path / "mistral", "mistral", tiny_model)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps(dict(config, sliding_window=32)))
+    out = tmp_path / "run"
+    with pytest.raises(UsageError, match="sliding window of 32 tokens.*--attention full"):
+        train(run_cfg(base, corpus, out, attention="s2", max_steps=1), log=quiet)
+    assert not out.exists()
+    run = train(run_cfg(base, corpus, out, attention="full", max_steps=1), log=quiet)  # the same --out
+    assert math.isfinite(metrics(run)[0]["loss"])
