@@ -26,7 +26,7 @@ from benchmarks.common import PORT, URL, machine_header, start_server, wait_read
 
 RESULTS = Path("benchmarks/results")
 HF_PORT = 8766
-TARGETS = {"throughput": 3.0, "ttft": 0.5}  # issue 5: at least 3x the tokens/s, at most half the TTFT p50
+TARGETS = {"throughput": 3.0, "ttft": 0.5}  # the project's targets: at least 3x the tokens/s, at most half the TTFT p50
 
 
 def matmul_gflops(n: int = 2048, seconds: float = 5.0) -> float:

@@ -20,7 +20,7 @@ from finetune.config import EvalConfig, TrainConfig, UsageError
 from finetune.data import read_documents, text_files, tokenize_joined
 from finetune.loss import causal_lm_loss
 from finetune.model import load_extended, load_tokenizer, read_config
-from finetune.rope import original_context, serving_length
+from finetune.rope import length_for_factor, serving_length
 
 # `finetune train` holds out the last blocks of the packed corpus, `eval_fraction` of them rounded up; the
 # tail starting at ceil((1 - fraction) * tokens) never reaches a training block, whatever the block length.
@@ -31,6 +31,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
     """Measure, write eval.json, perplexity.png and passkey.png into `cfg.out`, and return that folder."""
     started = time.time()
     device = torch.device("cuda" if hardware.cuda_available() else "cpu")
+    dtype = eval_dtype(cfg.dtype, device)
     read_config(cfg.model)  # bad input fails in one line before anything slow
     tokenizer = load_tokenizer(cfg.model)
     ids = torch.tensor(heldout_ids(cfg.data, tokenizer, log), dtype=torch.int64)
@@ -38,7 +39,6 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
         raise UsageError(f"the held-out text has {len(ids)} tokens, fewer than --lengths {max(cfg.lengths)}; "
                          f"give more text with --data or lower --lengths")
     check_passkey_lengths(cfg, tokenizer)
-    dtype = eval_dtype(cfg.dtype, device)
     model = load_model(cfg.model, cfg.rope, cfg.factor, device, getattr(torch, dtype.dtype))
     log(f"evaluating {cfg.model} on {len(ids)} held-out tokens, {device.type}, {dtype.dtype}, full attention")
     ppl = [perplexity(model, ids, length, cfg.stride, cfg.max_windows) for length in cfg.lengths]
@@ -72,7 +72,7 @@ def load_model(model_dir: Path, rope: str | None, factor: float | None, device: 
     if rope is None:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     else:
-        target = round(original_context(config) * factor)  # extend_config refuses a ratio that does not round-trip
+        target = length_for_factor(config, factor)  # extend_config refuses a ratio that does not round-trip
         model = load_extended(model_dir, rope, target, dtype)
     return model.to(device).eval()
 

@@ -63,6 +63,13 @@ def original_context(config: dict[str, Any]) -> int:
     return int(config["max_position_embeddings"])
 
 
+def length_for_factor(config: dict[str, Any], factor: float) -> int:
+    """The context `factor` gives over the model's original one: vLLM's `int()` (floor) rule for derived
+    lengths, tolerant of binary fractions (1000 x 2.3 is 2299.9999... in floats). The one place where a
+    `--factor` becomes a length, for the launcher and `finetune eval` alike."""
+    return math.floor(original_context(config) * factor + 1e-6)
+
+
 def extension_factor(target_length: int, original: int) -> float:
     """LongLoRA's interpolation factor, from the *true* original context (the reference code took the
     already-scaled one and replaced the old factor, LongLoRA issue #81). Integral ratios stay exact."""
@@ -77,13 +84,16 @@ def extension_factor(target_length: int, original: int) -> float:
 def extend_config(config: dict[str, Any], method: str, target_length: int) -> dict[str, Any]:
     """A copy of `config` whose RoPE serves exactly `target_length` tokens with `method`.
 
-    Composes with a scaling the base already has: the factor is always target / original context."""
+    Composes with a scaling of the same method the base already has: the factor is always target / original
+    context. A base scaled another way (Llama 3.1's llama3, a vendor's yarn under --rope linear) is refused:
+    replacing its scaling would change every position's frequencies, and could even shrink its context."""
     if method not in METHODS:
         raise RopeConfigError(f"unknown RoPE method {method!r}; choose one of {', '.join(METHODS)}")
     base = rope_params_of(config)
     if base is None:
         raise RopeConfigError("the model has no RoPE (no rope_parameters/rope_theta in config.json); "
                               "longctx extends RoPE models only (Llama, Mistral, Qwen2)")
+    check_composes(config, base, method, target_length)
     original = original_context(config)
     factor = extension_factor(target_length, original)
     params: dict[str, Any] = {"rope_type": method, "factor": factor, "rope_theta": base["rope_theta"]}
@@ -99,6 +109,21 @@ def extend_config(config: dict[str, Any], method: str, target_length: int) -> di
         raise RopeConfigError(f"factor {factor} x {original} does not give {target_length} tokens exactly; "
                               f"choose a target length that is a multiple of the original context")
     return out
+
+
+def check_composes(config: dict[str, Any], base: dict[str, Any], method: str, target_length: int) -> None:
+    """Refuse to replace a base's RoPE scaling of another kind, or to 'extend' it to no more than it serves."""
+    current = base["rope_type"]
+    if current == "default":
+        return
+    serves = serving_length(config)
+    if current != method:
+        fix = f"use --rope {current}" if current in METHODS else "choose a base without it"
+        raise RopeConfigError(f"the base already carries {current} RoPE scaling (factor {base.get('factor')}, "
+                              f"{serves} tokens); --rope {method} would replace it, not extend it: {fix}")
+    if target_length <= serves:
+        raise RopeConfigError(f"the base already serves {serves} tokens with {current} RoPE scaling; "
+                              f"pick --target-length above {serves}")
 
 
 def metadata(original: int, trained: int, method: str | None, factor: float) -> dict[str, Any]:

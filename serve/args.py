@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.default_model import PLUGIN_ARCH
-from finetune.rope import extend_config, original_context, served_length
+from finetune.rope import extend_config, length_for_factor, served_length
 from serve.config import PROFILES, ServeConfig
 
 GiB = 2**30
@@ -36,7 +36,7 @@ def hf_overrides(config: dict[str, Any], cfg: ServeConfig) -> dict[str, Any]:
     if arch and config.get("architectures") != [arch]:
         overrides["architectures"] = [arch]
     if cfg.rope:
-        target = int(original_context(config) * cfg.factor)
+        target = length_for_factor(config, cfg.factor)
         extended = extend_config(config, cfg.rope, target)
         for key in ("rope_parameters", "max_position_embeddings", "longctx"):
             overrides[key] = extended[key]

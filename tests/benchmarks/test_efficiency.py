@@ -30,3 +30,12 @@ def test_flop_bound_falls_with_length_towards_the_group_ratio():
     bounds = [flop_bound(LLAMA2_7B, n) for n in (2048, 8192, 65536, 10**9)]
     assert bounds == sorted(bounds, reverse=True) and 0.25 < bounds[-1] < 0.2501
     assert flop_bound(LLAMA2_7B, 8192) == pytest.approx(0.90, abs=0.01)
+
+
+def test_one_cold_step_is_reported_once():
+    """--repeats 0 measures a single cold step: listing it as warm-up and again as a step read as two."""
+    from benchmarks.efficiency import _steps
+
+    cold = {"warmup_s": 95.0, "steps_s": [95.0]}
+    assert _steps(cold, repeats=0) == "95"
+    assert _steps({"warmup_s": 99.0, "steps_s": [95.0, 96.0]}, repeats=2) == "99 / 95 / 96"

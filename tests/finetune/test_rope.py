@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from finetune.rope import (META_KEY, RopeConfigError, check_config, extend_config, extension_factor,
-                           original_context, rope_params_of, serving_length, serving_rope)
+                           length_for_factor, original_context, rope_params_of, serving_length, serving_rope)
 
 BASE = {"model_type": "llama", "max_position_embeddings": 4096,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}
@@ -107,3 +107,52 @@ def test_serving_rope_covers_the_whole_length_for_dynamic():
     assert rope.rope_parameters["max_trained_positions"] == 4096
     linear = serving_rope(extend_config(BASE, "linear", 16384))
     assert linear.max_position == 4096 and linear.max_model_len == 16384
+
+
+@pytest.mark.parametrize("original,factor,length", [(4096, 1.1, 4505), (1000, 2.3, 2300), (8192, 4, 32768),
+                                                     (3000, 1.5, 4500)])
+def test_one_rule_turns_a_factor_into_a_length(original, factor, length):
+    """floor, as vLLM's own int(); 4096 x 1.1 once gave 4505 in the launcher and 4506 in eval."""
+    config = dict(BASE, max_position_embeddings=original)
+    assert length_for_factor(config, factor) == length
+    assert length_for_factor(extend_config(config, "linear", 2 * original), factor) == length  # true original
+
+
+def test_the_launcher_and_eval_extend_to_the_same_length(tiny_model):
+    """`python -m serve --rope linear --factor 1.1` and `finetune eval --rope linear --factor 1.1` agree."""
+    import json
+
+    import torch
+
+    from finetune.eval import load_model
+    from serve.args import hf_overrides
+    from serve.config import ServeConfig
+
+    config = json.loads((tiny_model / "config.json").read_text())  # context 64: 64 x 1.1 = 70.4
+    served = hf_overrides(config, ServeConfig(rope="linear", factor=1.1))["longctx"]["trained_context"]
+    evaluated = load_model(tiny_model, "linear", 1.1, torch.device("cpu")).config
+    assert served == 70 == round(evaluated.rope_parameters["factor"] * evaluated.max_position_embeddings)
+
+
+LLAMA31 = {"model_type": "llama", "max_position_embeddings": 131072, "rope_parameters": {
+    "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192, "rope_theta": 500000.0}}
+VENDOR_YARN = {"model_type": "qwen2", "max_position_embeddings": 32768, "rope_parameters": {
+    "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192, "rope_theta": 1e6}}
+
+
+@pytest.mark.parametrize("method", ["linear", "yarn", "dynamic"])
+def test_a_base_scaled_another_way_is_refused_not_replaced(method):
+    """A Llama-3.1 base 'extended' to 32k used to lose its llama3 scaling and shrink from 128k."""
+    with pytest.raises(RopeConfigError, match="already carries llama3 RoPE scaling .*131072 tokens.*without it"):
+        extend_config(LLAMA31, method, 32768)
+    if method != "yarn":
+        with pytest.raises(RopeConfigError, match="already carries yarn .*use --rope yarn"):
+            extend_config(VENDOR_YARN, method, 65536)
+
+
+def test_the_same_method_composes_and_must_grow():
+    grown = extend_config(VENDOR_YARN, "yarn", 65536)
+    assert grown["rope_parameters"]["factor"] == 8.0 and vllm_max_len(grown) == 65536
+    with pytest.raises(RopeConfigError, match="already serves 32768 tokens.*above 32768"):
+        extend_config(VENDOR_YARN, "yarn", 16384)

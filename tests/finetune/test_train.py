@@ -117,7 +117,7 @@ def test_run_json_records_the_precision_and_why(tiny_model, corpus, tmp_path, mo
 
 @pytest.mark.parametrize("mode", ["longlora", "lora"])
 def test_s2attn_run_at_4x_context_loss_finite_and_falling(tiny_model, tmp_path, mode):
-    """Issue 3: three steps at 4x the tiny model's context with S²-Attn, on repeated data."""
+    """Three steps at 4x the tiny model's context with S²-Attn, on repeated data."""
     (tmp_path / "one.txt").write_text("The grass is green. The sky is blue. " * 80)
     cfg = run_cfg(tiny_model, tmp_path / "one.txt", tmp_path / "run", attention="s2", target_length=256,
                   mode=mode, eval_fraction=0, gradient_checkpointing=True)
