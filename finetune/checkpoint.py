@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import random
@@ -76,14 +77,25 @@ def read_run(run: Path) -> dict[str, Any]:
         raise UsageError(f"{run} is not a finetune run folder (no run.json)") from None
 
 
-def check_resumable(run: Path, cfg: TrainConfig) -> None:
-    """Refuse to resume a run whose settings differ in anything but RESUMABLE_CHANGES."""
-    old, new = read_run(run)["settings"], settings(cfg)
-    diff = [k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k]]
+def check_resumable(run: Path, cfg: TrainConfig, world: int = 1) -> None:
+    """Refuse to resume a run whose settings differ in anything but RESUMABLE_CHANGES.
+
+    The process count may change (elastic resume, e.g. 2 nodes -> 1) when the global batch stays:
+    batch_size x grad_accum x processes sequences per step, so each step sees the same samples."""
+    info = read_run(run)
+    old, new = info["settings"], settings(cfg)
+    per_step = ("batch_size", "grad_accum")
+    diff = [k for k in new if k not in RESUMABLE_CHANGES + per_step and old.get(k) != new[k]]
     if diff:
         k = diff[0]
         raise UsageError(f"{run} was started with {k}={old.get(k)!r}, not {new[k]!r}: "
                          f"it is a different run; use another --out or the same settings")
+    was = (old["batch_size"], old["grad_accum"], int(info.get("world_size", 1)))
+    now = (cfg.batch_size, cfg.grad_accum, world)
+    if math.prod(was) != math.prod(now):
+        raise UsageError(f"{run} trains {math.prod(was)} sequences per step (batch {was[0]} x accumulation "
+                         f"{was[1]} x {was[2]} process(es)), not {now[0]} x {now[1]} x {now[2]} = "
+                         f"{math.prod(now)}; keep --batch-size x --grad-accum x processes at {math.prod(was)}")
 
 
 def checkpoints(run: Path) -> list[Path]:

@@ -112,7 +112,7 @@ def extend_config(config: dict[str, Any], method: str, target_length: int) -> di
 
 
 def check_composes(config: dict[str, Any], base: dict[str, Any], method: str, target_length: int) -> None:
-    """Refuse to replace a base's RoPE scaling of another kind, or to 'extend' it to no more than it serves."""
+    """Refuse to replace a base's RoPE scaling of another kind, or to 'extend' it to less than it serves."""
     current = base["rope_type"]
     if current == "default":
         return
@@ -121,9 +121,9 @@ def check_composes(config: dict[str, Any], base: dict[str, Any], method: str, ta
         fix = f"use --rope {current}" if current in METHODS else "choose a base without it"
         raise RopeConfigError(f"the base already carries {current} RoPE scaling (factor {base.get('factor')}, "
                               f"{serves} tokens); --rope {method} would replace it, not extend it: {fix}")
-    if target_length <= serves:
+    if target_length < serves:  # equal: extending to where it is already is a no-op (a resumed full run)
         raise RopeConfigError(f"the base already serves {serves} tokens with {current} RoPE scaling; "
-                              f"pick --target-length above {serves}")
+                              f"a --target-length of {target_length} would shrink it")
 
 
 def metadata(original: int, trained: int, method: str | None, factor: float) -> dict[str, Any]:

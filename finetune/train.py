@@ -28,7 +28,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     run, base_dir = Path(cfg.out), base_model(cfg, log)
     rope = extended_config(base_dir, cfg.rope, cfg.target_length)  # refuses a bad target or method early
     check_attention(cfg, rope)
-    resume_from = open_run(run, cfg)
+    resume_from = open_run(run, cfg, d.world)
     tokenizer = load_tokenizer(base_dir)
     with distributed.main_first(d):  # rank 0 fills the tokenized cache, the others read it
         data = load_data(cfg, tokenizer, base_dir, log)  # bad data fails here, before anything is written
@@ -101,10 +101,10 @@ def base_model(cfg: TrainConfig, log) -> Path:
     return Path(cfg.model)
 
 
-def open_run(run: Path, cfg: TrainConfig) -> Path | None:
+def open_run(run: Path, cfg: TrainConfig, world: int = 1) -> Path | None:
     """The checkpoint to resume from, or None for a new run; refuses to mix two runs in one folder."""
     if cfg.resume:
-        checkpoint.check_resumable(run, cfg)
+        checkpoint.check_resumable(run, cfg, world)
         return checkpoint.checkpoint_at(run)
     if (run / "run.json").exists():
         raise UsageError(f"{run} already holds a run; add --resume to continue it, or choose another --out")

@@ -1,5 +1,6 @@
-"""Run under `torchrun --nproc-per-node 2` by test_distributed.py: the runs it compares, in one launch
-(starting Python, torch and peft in two processes costs more than the training itself)."""
+"""Run under torchrun by test_distributed.py, as two nodes of one process each on 127.0.0.1 (c10d
+rendezvous): the runs it compares, in one launch (starting Python, torch and peft in two processes costs
+more than the training itself)."""
 
 import sys
 from pathlib import Path
@@ -30,5 +31,8 @@ if __name__ == "__main__":
     quiet = lambda _: None  # noqa: E731
     train(settings(model, data, root / "fsdp-cut", mode="full", max_steps=1), log=quiet)
     train(settings(model, data, root / "fsdp-cut", mode="full", resume=True), log=quiet)
+    # cut after one step at 2 processes: the test resumes them in one process (elastic resume)
+    train(settings(model, data, root / "fsdp-elastic", mode="full", max_steps=1), log=quiet)
+    train(settings(model, data, root / "ddp-elastic", mode="longlora", max_steps=1), log=quiet)
     # last, through the CLI exactly as a user runs it (it ends the process group)
     sys.exit(main(as_flags(settings(model, data, root / "ddp", mode="longlora"))))

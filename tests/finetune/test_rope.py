@@ -154,5 +154,8 @@ def test_a_base_scaled_another_way_is_refused_not_replaced(method):
 def test_the_same_method_composes_and_must_grow():
     grown = extend_config(VENDOR_YARN, "yarn", 65536)
     assert grown["rope_parameters"]["factor"] == 8.0 and vllm_max_len(grown) == 65536
-    with pytest.raises(RopeConfigError, match="already serves 32768 tokens.*above 32768"):
+    with pytest.raises(RopeConfigError, match="already serves 32768 tokens.*16384 would shrink it"):
         extend_config(VENDOR_YARN, "yarn", 16384)
+    for method in ("linear", "yarn", "dynamic"):  # to where it already is: a no-op (a resumed full run does it)
+        extended = extend_config(BASE, method, 16384)
+        assert extend_config(extended, method, 16384) == extended
