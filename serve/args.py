@@ -67,12 +67,33 @@ def kv_bytes_per_token(config: dict[str, Any], dtype: str) -> int:
 
 
 def kv_cache_gib(config: dict[str, Any], cfg: ServeConfig, machine: Machine, length: int) -> int:
-    """Room for 8 full-length sequences, at least 1 GiB, at most a quarter of the free memory."""
+    """Per vLLM rank (VLLM_CPU_KVCACHE_SPACE is each worker's): room for 8 full-length sequences, split
+    across tensor- and pipeline-parallel ranks (each holds its heads or its layers only; data-parallel
+    replicas each hold all), at least 1 GiB, all ranks together at most a quarter of the free memory."""
     if cfg.kv_cache_gib is not None:
         return max(1, math.ceil(cfg.kv_cache_gib))
-    need = kv_bytes_per_token(config, machine.dtype) * length * 8 / GiB
-    cap = max(1, int(machine.available_bytes / 4 / GiB))
+    shards = cfg.tensor_parallel_size * cfg.pipeline_parallel_size
+    need = kv_bytes_per_token(config, machine.dtype) * length * 8 / shards / GiB
+    cap = max(1, int(machine.available_bytes / 4 / cfg.ranks / GiB))
     return max(1, min(math.ceil(need), cap))
+
+
+def parallel_args(cfg: ServeConfig) -> list[str]:
+    """vLLM's own parallelism flags, for the sizes above 1."""
+    sizes = (("--tensor-parallel-size", cfg.tensor_parallel_size),
+             ("--pipeline-parallel-size", cfg.pipeline_parallel_size),
+             ("--data-parallel-size", cfg.data_parallel_size))
+    return [x for flag, n in sizes if n > 1 for x in (flag, str(n))]
+
+
+def rank_cpus(cpus: tuple[int, ...], ranks: int) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND: the usable cores split evenly into one list per rank, '|'-separated, in
+    vLLM's rank order (data, pipeline, tensor); '0-3|4-7' for 2 ranks on 8 cores."""
+    if ranks > len(cpus):
+        raise ValueError(f"{ranks} vLLM ranks (tensor x pipeline x data parallel) need at least {ranks} cores; "
+                         f"this process may use {len(cpus)}: lower the parallel sizes")
+    per = len(cpus) // ranks
+    return "|".join(cpu_ranges(cpus[r * per:(r + 1) * per]) for r in range(ranks))
 
 
 def build_command(config: dict[str, Any], cfg: ServeConfig, machine: Machine, model: Path,
@@ -94,6 +115,7 @@ def build_command(config: dict[str, Any], cfg: ServeConfig, machine: Machine, mo
     overrides = hf_overrides(config, cfg)
     if overrides:
         argv += ["--hf-overrides", json.dumps(overrides, sort_keys=True)]
+    argv += parallel_args(cfg)
     if cfg.enforce_eager:
         argv.append("--enforce-eager")
     env = {"VLLM_CACHE_ROOT": str(machine.cache_root)}
@@ -104,8 +126,9 @@ def build_command(config: dict[str, Any], cfg: ServeConfig, machine: Machine, mo
             argv += ["--kv-cache-memory-bytes", str(int(cfg.kv_cache_gib * GiB))]
     else:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib(config, cfg, machine, length))
-        # vLLM's default binds the worker's OpenMP threads to one core; use every core we may run on.
-        env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_ranges(machine.cpus)
+        # vLLM's default binds the worker's OpenMP threads to one core; use every core we may run on,
+        # split among the ranks when there are several.
+        env["VLLM_CPU_OMP_THREADS_BIND"] = rank_cpus(machine.cpus, cfg.ranks)
     argv += list(cfg.vllm_args)
     return argv, env
 

@@ -50,6 +50,12 @@ class ServeConfig:
     """Context extension factor for --rope (served length = original context x factor)."""
     name: str | None = None
     """Model name clients use (default: the folder's name)."""
+    tensor_parallel_size: int = 1
+    """vLLM ranks sharing each layer's heads (on CPU: one process per rank, each bound to its own cores)."""
+    pipeline_parallel_size: int = 1
+    """vLLM ranks each holding a slice of the layers."""
+    data_parallel_size: int = 1
+    """Whole replicas of the model, each with its own KV cache, behind one server."""
     enforce_eager: bool = False
     """Skip torch.compile: a faster start (73 s here with it, 229 s compiling from an empty cache; separate runs)."""
     vllm_args: tuple[str, ...] = field(default_factory=tuple)
@@ -62,3 +68,11 @@ class ServeConfig:
             raise ValueError("--rope and --factor go together, e.g. --rope linear --factor 2")
         if self.factor is not None and self.factor <= 1:
             raise ValueError(f"--factor must be above 1 (got {self.factor})")
+        for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+
+    @property
+    def ranks(self) -> int:
+        """vLLM worker processes: tensor x pipeline x data parallel."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size

@@ -68,13 +68,13 @@ def wait_for(url: str, api_key: str, proc: subprocess.Popen, log: Path, timeout:
         raise RuntimeError(f"{e}:\n{log.read_text()[-4000:]}") from None
 
 
-def serve_tiny(root: Path, dtype: str):
+def serve_tiny(root: Path, dtype: str, *flags: str):
     """`python -m serve` on the tiny checkpoint in `dtype`; yields a Server, stops it afterwards."""
     model = make_served_checkpoint(root / "tiny-linear-x4")
     port, log = free_port(), root / "server.log"
     env = {**os.environ, "LONGCTX_HOME": str(root / "home")}
     cmd = [sys.executable, "-m", "serve", str(model), "--port", str(port), "--api-key", API_KEY,
-           "--enforce-eager", "--kv-cache-gib", "1", "--dtype", dtype]
+           "--enforce-eager", "--kv-cache-gib", "1", "--dtype", dtype, *flags]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -99,3 +99,9 @@ def tiny_server(tmp_path_factory) -> Server:
 def tiny_server_bf16(tmp_path_factory) -> Server:
     """bfloat16, for the bf16 path's own tests (mark them `needs_bf16`)."""
     yield from serve_tiny(tmp_path_factory.mktemp("server-bf16"), "bfloat16")
+
+
+@pytest.fixture(scope="session")
+def tiny_server_tp2(tmp_path_factory) -> Server:
+    """float32, tensor-parallel over 2 vLLM ranks (one core each on a 2-core machine)."""
+    yield from serve_tiny(tmp_path_factory.mktemp("server-tp2"), "float32", "--tensor-parallel-size", "2")

@@ -1,6 +1,7 @@
 """The launcher's pure argument builder: every long-context default is a visible decision."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,23 @@ def test_cli_parsing(monkeypatch):
     assert cfg.vllm_args == ("--seed", "1")
     with pytest.raises(ValueError, match="go together"):
         parse_args(["--rope", "linear"])
+
+
+def test_parallel_sizes_reach_vllm_with_cores_and_kv_cache_per_rank():
+    four = Machine(cuda=False, dtype="float32", cpus=(0, 1, 2, 3), available_bytes=64 * 2**30, cache_root=Path("/x"))
+    argv, env = build_command(SMOL, ServeConfig(tensor_parallel_size=2, kv_cache_gib=None), four, Path("/m/x"))
+    assert opt(argv, "--tensor-parallel-size") == "2" and "--pipeline-parallel-size" not in argv
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1|2-3"
+    one = kv_cache_gib(SMOL, ServeConfig(), four, 8192)
+    assert kv_cache_gib(SMOL, ServeConfig(tensor_parallel_size=2), four, 8192) == math.ceil(one / 2)
+    argv, env = build_command(SMOL, ServeConfig(pipeline_parallel_size=2, data_parallel_size=2), four, Path("/m"))
+    assert opt(argv, "--pipeline-parallel-size") == "2" and opt(argv, "--data-parallel-size") == "2"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0|1|2|3"
+    assert parse_args(["--tensor-parallel-size", "2"]).tensor_parallel_size == 2
+
+
+def test_more_ranks_than_cores_is_refused():
+    with pytest.raises(ValueError, match="4 vLLM ranks .* need at least 4 cores; this process may use 2"):
+        build_command(SMOL, ServeConfig(tensor_parallel_size=2, data_parallel_size=2), CPU, Path("/m"))
+    with pytest.raises(ValueError, match="--tensor-parallel-size must be at least 1"):
+        ServeConfig(tensor_parallel_size=0)

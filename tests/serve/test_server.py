@@ -145,3 +145,16 @@ def test_bf16_server_agrees_with_float32_within_bf16_rounding(client_bf16, tiny_
     assert all(abs(v - exact[t].item()) <= bound for t, v in served.items() if t in top5), (served, bound)
     wrong = reference(tiny_server_bf16.model_dir, ids, rope={"rope_type": "default", "rope_theta": 10000.0})
     assert max(abs(wrong[t] - exact[t]).item() for t in top5) > 3 * bound
+
+
+def test_tensor_parallel_serving_gives_the_same_logprobs(client, tiny_server, tiny_server_tp2):
+    """Two ranks each holding half the heads (one kv head each) answer as one rank does, within float32."""
+    from openai import OpenAI
+
+    tp2 = OpenAI(base_url=f"{tiny_server_tp2.base_url}/v1", api_key=tiny_server_tp2.api_key, max_retries=0)
+    ids = long_prompt(3)
+    one, two = served_top5(client, tiny_server, ids), served_top5(tp2, tiny_server_tp2, ids)
+    assert set(one) == set(two)
+    assert all(abs(one[t] - two[t]) < LOGPROB_ATOL for t in one), (one, two)
+    exact = reference(tiny_server.model_dir, ids)
+    assert all(abs(v - exact[t].item()) < LOGPROB_ATOL for t, v in two.items())
