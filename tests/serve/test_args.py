@@ -24,7 +24,7 @@ def opt(argv: list[str], flag: str) -> str:
 
 def test_cpu_defaults():
     argv, env = build_command(SMOL, ServeConfig(), CPU, Path("/m/SmolLM2"), python="py")
-    assert argv[:3] == ["py", "-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[:3] == ["py", "-m", "vllm.entrypoints.launchers.api_server.entry"]
     assert opt(argv, "--host") == "127.0.0.1" and opt(argv, "--port") == "8000"
     assert opt(argv, "--max-model-len") == "8192" and opt(argv, "--dtype") == "float32"
     assert "--enable-chunked-prefill" in argv and "--enable-prefix-caching" in argv
