@@ -4,6 +4,7 @@ model as `finetune train` builds it (LongLoRA trainables, gradient checkpointing
     python benchmarks/efficiency.py                          # default model, 2k..16k, 3 repeats
     python benchmarks/efficiency.py --lengths 2048,4096 --repeats 2
     python benchmarks/efficiency.py --quick                  # 512,1024, one repeat: a smoke run
+    python benchmarks/efficiency.py --lengths 8192 --mode full --optimizer-step   # full fine-tuning's memory
 
 Each (attention, length) runs in a fresh subprocess, so its peak RSS (/proc/self/status VmHWM, reset after
 loading the model) is its own; the two attentions alternate at each length, in ABBA order. Writes
@@ -49,44 +50,56 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def build_model(model_dir: Path, attention: str, length: int):
+def build_model(model_dir: Path, attention: str, length: int, mode: str = "longlora"):
     """The model exactly as `finetune train` builds it (finetune.train.build_model) for this length.
 
     The RoPE factor does not change the cost of a step; below the original context we build a x2 extension
-    because extend_config refuses a target that is not an extension."""
+    because extend_config refuses a target that is not an extension (or that shrinks an extended one)."""
     from finetune.config import TrainConfig
     from finetune.model import read_config
-    from finetune.rope import original_context
+    from finetune.rope import original_context, serving_length
     from finetune.train import build_model as train_build_model
 
-    original = original_context(read_config(model_dir))
-    target = length if length > original else 2 * original
-    cfg = TrainConfig(model=model_dir, target_length=target, attention=attention, mode="longlora",
+    config = read_config(model_dir)
+    original = original_context(config)
+    # at least what an already extended checkpoint serves: extending it to less would shrink it
+    target = max(length if length > original else 2 * original, serving_length(config))
+    cfg = TrainConfig(model=model_dir, target_length=target, attention=attention, mode=mode,
                       gradient_checkpointing=True)
     return train_build_model(cfg, model_dir, None).train()
 
 
 def measure(model_dir: Path, attention: str, length: int, repeats: int, threads: int | None,
-            loss_chunk: int) -> dict:
-    """Median seconds of a forward + backward step after one warm-up, and the step's peak RSS."""
+            loss_chunk: int, precision: str = "fp32", mode: str = "longlora", optimizer_step: bool = False) -> dict:
+    """Median seconds of a training step after one warm-up, and the step's peak RSS: forward + backward in
+    `precision` as `finetune train` runs it (bf16 autocast over fp32 weights), and AdamW's step if asked
+    (its state is what full fine-tuning adds to memory)."""
     import torch
 
     from finetune.loss import causal_lm_loss
     from finetune.model import load_tokenizer
+    from finetune.train import use_bf16
 
     if threads:
         torch.set_num_threads(threads)
     tokenizer = load_tokenizer(model_dir)
     ids = torch.tensor([corpus_token_ids(tokenizer, length)[:length]])  # (1, T): the same text for both
     torch.manual_seed(0)
-    model = build_model(model_dir, attention, length)
+    model = build_model(model_dir, attention, length, mode)
+    bf16 = use_bf16(precision, torch.device("cpu"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.95)) if optimizer_step else None
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     reset_peak_rss()
     baseline = rss_gib("VmRSS")
     seconds = []
     for i in range(repeats + 1):
         start = time.perf_counter()
-        causal_lm_loss(model, batch, loss_chunk, model.get_output_embeddings()).backward()  # as finetune train
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = causal_lm_loss(model, batch, loss_chunk, model.get_output_embeddings())  # as finetune train
+        loss.backward()
+        if optimizer is not None:
+            optimizer.step()
         model.zero_grad(set_to_none=True)
         seconds.append(time.perf_counter() - start)
         print(f"  {attention} @ {length}: step {i} {'(warm-up) ' if i == 0 else ''}{seconds[-1]:.2f} s",
@@ -95,17 +108,21 @@ def measure(model_dir: Path, attention: str, length: int, repeats: int, threads:
     measured = seconds[1:] or seconds  # --repeats 0: the one step, cold (at 16k a warm-up costs many minutes)
     return {"attention": attention, "length": length, "step_s": statistics.median(measured),
             "steps_s": measured, "warmup_s": seconds[0], "peak_rss_gib": peak, "baseline_rss_gib": baseline,
-            "step_memory_gib": peak - baseline, "threads": torch.get_num_threads(), "loss_chunk": loss_chunk}
+            "step_memory_gib": peak - baseline, "threads": torch.get_num_threads(), "loss_chunk": loss_chunk,
+            "precision": "bf16" if bf16 else "fp32", "mode": mode, "optimizer_step": optimizer_step,
+            "trainable_parameters": sum(p.numel() for p in params)}
 
 
 # ---------------------------------------------------------------- driver
 
 
 def run_worker(model_dir: Path, attention: str, length: int, repeats: int, threads: int | None,
-               loss_chunk: int) -> dict:
+               loss_chunk: int, precision: str = "fp32", mode: str = "longlora", optimizer_step: bool = False) -> dict:
     """`measure` in a fresh interpreter; its last stdout line is the JSON result."""
     cmd = [sys.executable, __file__, "--worker", "--model", str(model_dir), "--attention", attention,
-           "--lengths", str(length), "--repeats", str(repeats), "--loss-chunk", str(loss_chunk)] + (["--threads", str(threads)] if threads else [])
+           "--lengths", str(length), "--repeats", str(repeats), "--loss-chunk", str(loss_chunk),
+           "--precision", precision, "--mode", mode] + (["--threads", str(threads)] if threads else [])
+    cmd += ["--optimizer-step"] if optimizer_step else []
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"worker failed ({done.returncode}): {' '.join(cmd)}")
@@ -159,15 +176,24 @@ def loss_text(table: list[dict]) -> str:
     return f"LM head and loss in chunks of {chunk} positions" if chunk else "LM head and loss over full logits"
 
 
+def setup_text(table: list[dict]) -> str:
+    """What each step ran: trainables, precision, optimizer (older results: LongLoRA, fp32, none)."""
+    row = table[0]["s2"]
+    what = ("LongLoRA trainables (LoRA r=8 on q,k,v,o + embeddings + norms)" if row.get("mode", "longlora") ==
+            "longlora" else f"{row['mode']} fine-tuning ({row.get('trainable_parameters', 0):,} trainable parameters)")
+    step = "forward + backward + AdamW step" if row.get("optimizer_step") else "forward + backward, no optimizer step"
+    return f"{step}; {what}; {row.get('precision', 'fp32')}"
+
+
 def markdown(table: list[dict], growth: float | None, args, header: str, note: str | None) -> str:
     config = json.loads((Path(args.model) / "config.json").read_text())
     measured = [row["length"] for row in table]
     missing = [n for n in ISSUE_LENGTHS if n not in measured]
     lines = [
         "# Training efficiency: S²-Attn against full attention", "",
-        "Written by `benchmarks/efficiency.py`. One training step (forward + backward, no optimizer step) of "
-        f"`{args.model.name}` as `finetune train` builds it: LongLoRA trainables (LoRA r=8 on q,k,v,o + "
-        f"embeddings + norms), gradient checkpointing, {loss_text(table)}, fp32, batch 1 of real text (the same tokens for both "
+        f"Written by `benchmarks/efficiency.py`. One training step ({setup_text(table)}) of "
+        f"`{args.model.name}` as `finetune train` builds it: gradient checkpointing, {loss_text(table)}, "
+        f"batch 1 of real text (the same tokens for both "
         f"attentions), {table[0]['s2']['threads']} torch thread(s). {f'Median of {args.repeats} step(s) after one warm-up' if args.repeats else 'One cold step (no warm-up)'}; each configuration in a fresh process; "
         "peak memory is the process's peak RSS (VmHWM) during the steps, *step memory* that peak minus the RSS "
         "after loading the model.", "",
@@ -259,6 +285,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--loss-chunk", type=int, default=TrainConfig.loss_chunk,
                    help="positions per chunk of the LM head and loss, as `finetune train --loss-chunk` "
                    f"(default: {TrainConfig.loss_chunk}; 0: full logits)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="as `finetune train --precision`: auto is bf16 where the CPU runs it natively, else fp32")
+    p.add_argument("--mode", choices=("longlora", "lora", "full"), default="longlora",
+                   help="what trains, as `finetune train --mode` (full: full fine-tuning, the paper's baseline)")
+    p.add_argument("--optimizer-step", action="store_true",
+                   help="include AdamW's step, so its state (full fine-tuning's extra memory) is in the peak")
     p.add_argument("--out", type=Path, help="results path without suffix (default: benchmarks/results/efficiency)")
     p.add_argument("--render", type=Path, help="rewrite the .md and .png from a results .json, measuring nothing")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -275,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     if args.worker:
         print(json.dumps(measure(args.model, args.attention, args.lengths[0], args.repeats, args.threads,
-                                 args.loss_chunk)))
+                                 args.loss_chunk, args.precision, args.mode, args.optimizer_step)))
         return
     if args.render:
         print(render(args.render))
@@ -288,7 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict] = []
     for attention, length in schedule(args.lengths):
         print(f"{attention} @ {length} tokens ...", file=sys.stderr, flush=True)
-        rows.append(run_worker(args.model, attention, length, args.repeats, args.threads, args.loss_chunk))
+        rows.append(run_worker(args.model, attention, length, args.repeats, args.threads, args.loss_chunk,
+                               args.precision, args.mode, args.optimizer_step))
         if len(rows) % 2 == 0:  # a length is complete: write what is measured so far (long runs may be cut)
             text = write(rows, args, header, note=None)
     print(text)
