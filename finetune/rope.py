@@ -130,6 +130,17 @@ def serving_rope(config: dict[str, Any]) -> ServingRope:
     return ServingRope(fixed, length, length)
 
 
+def unprepared(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` as the checkpoint wrote it, even after the plugin applied `serving_rope` to it (vLLM may
+    build a model twice on one hf_config): for dynamic NTK, `max_trained_positions` (which only
+    `serving_rope` writes; transformers never does) holds the original max_position_embeddings."""
+    params = rope_params_of(config) or {}
+    if params.get("rope_type") != "dynamic" or "max_trained_positions" not in params:
+        return config
+    original = params.pop("max_trained_positions")
+    return {**config, "rope_parameters": params, "max_position_embeddings": int(original)}
+
+
 def served_length(config: dict[str, Any]) -> int:
     """What longctx serves: the trained length when the metadata gives one, else vLLM's derived length."""
     meta = config.get(META_KEY) or {}
