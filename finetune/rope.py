@@ -136,7 +136,8 @@ def as_served(config: dict[str, Any]) -> dict[str, Any]:
     Dynamic NTK becomes the default RoPE at the one base vLLM 0.32's DynamicNTKScalingRotaryEmbedding
     builds its whole cache with, for every position (transformers' `dynamic` instead rescales the base
     with each sequence's length, so below the served length it is another model). Training keeps
-    transformers' `dynamic`: its blocks all have the target length, where the two bases agree.
+    transformers' `dynamic`: on its pretraining blocks, all of the target length, the two bases agree
+    (shorter SFT samples train with a smaller base than the server uses).
     Other RoPE types are served as transformers computes them: `config` is returned as it is."""
     config = unprepared(config)
     params = rope_params_of(config)
