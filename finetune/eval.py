@@ -19,8 +19,8 @@ from finetune import hardware, passkey
 from finetune.config import EvalConfig, TrainConfig, UsageError
 from finetune.data import read_documents, text_files, tokenize_joined
 from finetune.loss import causal_lm_loss
-from finetune.model import load_extended, load_tokenizer, read_config
-from finetune.rope import length_for_factor, serving_length
+from finetune.model import load_as_served, load_tokenizer, read_config
+from finetune.rope import extend_config, length_for_factor, serving_length
 
 # `finetune train` holds out the last blocks of the packed corpus, `eval_fraction` of them rounded up; the
 # tail starting at ceil((1 - fraction) * tokens) never reaches a training block, whatever the block length.
@@ -65,15 +65,13 @@ def eval_dtype(asked: str, device: torch.device) -> hardware.DtypeChoice:
 
 def load_model(model_dir: Path, rope: str | None, factor: float | None, device: torch.device,
                dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """The causal LM in eval mode; with `rope`, its RoPE extended by `factor` over the original context."""
-    from transformers import AutoModelForCausalLM
-
+    """The causal LM in eval mode, with the RoPE the server runs; with `rope`, its RoPE extended by `factor`
+    over the original context."""
     config = read_config(model_dir)  # refuses a missing folder or an unsupported family in one line
-    if rope is None:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    else:
+    if rope is not None:
         target = length_for_factor(config, factor)  # extend_config refuses a ratio that does not round-trip
-        model = load_extended(model_dir, rope, target, dtype)
+        config = extend_config(config, rope, target)
+    model = load_as_served(model_dir, config, dtype)  # dynamic NTK: the server's fixed base, not per length
     return model.to(device).eval()
 
 

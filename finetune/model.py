@@ -10,7 +10,7 @@ import torch
 
 from finetune.config import UsageError
 from finetune.default_model import PLUGIN_ARCH
-from finetune.rope import extend_config
+from finetune.rope import as_served, extend_config
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
@@ -34,14 +34,26 @@ def extended_config(model_dir: Path, method: str, target_length: int) -> dict[st
 
 
 def load_extended(model_dir: Path, method: str, target_length: int, dtype=torch.float32):
-    """The base causal LM built from the extended config, so its rotary embedding already interpolates."""
+    """The base causal LM built from the extended config, so its rotary embedding already interpolates.
+    For training: dynamic NTK stays transformers' per-length one (eval loads with `load_as_served`)."""
+    return load_with_rope(model_dir, extended_config(model_dir, method, target_length), dtype)
+
+
+def load_as_served(model_dir: Path, config: dict[str, Any], dtype=torch.float32):
+    """The causal LM in `model_dir` with the RoPE the plugin serves for `config` (`finetune.rope.as_served`):
+    what evaluation must measure."""
+    return load_with_rope(model_dir, as_served(config), dtype)
+
+
+def load_with_rope(model_dir: Path, config: dict[str, Any], dtype=torch.float32):
+    """The causal LM in `model_dir` with `config`'s rope_parameters and max_position_embeddings."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    extended = extended_config(model_dir, method, target_length)
-    config = AutoConfig.from_pretrained(model_dir)
-    config.rope_parameters = extended["rope_parameters"]
-    config.max_position_embeddings = extended["max_position_embeddings"]
-    return AutoModelForCausalLM.from_pretrained(model_dir, config=config, dtype=dtype)
+    hf_config = AutoConfig.from_pretrained(model_dir)
+    if "rope_parameters" in config:  # else (an old rope_scaling config.json) transformers reads its own
+        hf_config.rope_parameters = config["rope_parameters"]
+    hf_config.max_position_embeddings = config["max_position_embeddings"]
+    return AutoModelForCausalLM.from_pretrained(model_dir, config=hf_config, dtype=dtype)
 
 
 def load_tokenizer(model_dir: Path):

@@ -155,6 +155,48 @@ def serving_rope(config: dict[str, Any]) -> ServingRope:
     return ServingRope(fixed, length, length)
 
 
+def as_served(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `config` whose RoPE transformers computes exactly as the plugin serves it, for evaluation.
+
+    Dynamic NTK becomes the default RoPE at the one base vLLM 0.32's DynamicNTKScalingRotaryEmbedding
+    builds its whole cache with, for every position (transformers' `dynamic` instead rescales the base
+    with each sequence's length, so below the served length it is another model). Training keeps
+    transformers' `dynamic`: on its pretraining blocks, all of the target length, the two bases agree
+    (shorter SFT samples train with a smaller base than the server uses).
+    Other RoPE types are served as transformers computes them: `config` is returned as it is."""
+    config = unprepared(config)
+    params = rope_params_of(config)
+    if params is None or params["rope_type"] != "dynamic":
+        return config
+    rope = serving_rope(config)
+    fixed = rope.rope_parameters
+    factor, dim = float(fixed["factor"]), rotary_dim(config)
+    # vLLM: base * (factor * max_position / max_trained_positions - (factor - 1)) ** (dim / (dim - 2))
+    ratio = factor * rope.max_position / fixed["max_trained_positions"] - (factor - 1)
+    served = {"rope_type": "default", "rope_theta": fixed["rope_theta"] * ratio ** (dim / (dim - 2))}
+    if "partial_rotary_factor" in params:
+        served["partial_rotary_factor"] = params["partial_rotary_factor"]
+    return {**config, "rope_parameters": served, "max_position_embeddings": rope.max_position}
+
+
+def rotary_dim(config: dict[str, Any]) -> int:
+    """How many channels of each head RoPE rotates (vLLM's `get_rope` and transformers agree on it)."""
+    params = rope_params_of(config) or {}
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return int(head_dim * params.get("partial_rotary_factor", 1.0))
+
+
+def unprepared(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` as the checkpoint wrote it, even after the plugin applied `serving_rope` to it (vLLM may
+    build a model twice on one hf_config): for dynamic NTK, `max_trained_positions` (which only
+    `serving_rope` writes; transformers never does) holds the original max_position_embeddings."""
+    params = rope_params_of(config) or {}
+    if params.get("rope_type") != "dynamic" or "max_trained_positions" not in params:
+        return config
+    original = params.pop("max_trained_positions")
+    return {**config, "rope_parameters": params, "max_position_embeddings": int(original)}
+
+
 def served_length(config: dict[str, Any]) -> int:
     """What longctx serves: the trained length when the metadata gives one, else vLLM's derived length."""
     meta = config.get(META_KEY) or {}

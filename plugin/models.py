@@ -10,15 +10,15 @@ from vllm.model_executor.models.llama import LlamaForCausalLM
 from vllm.model_executor.models.mistral import MistralForCausalLM
 from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
 
-from finetune.rope import check_config, serving_rope
+from finetune.rope import check_config, serving_rope, unprepared
 
 
 def prepare_rope(hf_config) -> None:
     """Refuse an inconsistent checkpoint, then point the config at the RoPE vLLM must build.
 
     Only dynamic NTK changes: vLLM's cache would otherwise stop at max_position_embeddings and yield
-    NaN beyond it (see `finetune.rope.serving_rope`)."""
-    config = hf_config.to_dict()
+    NaN beyond it (see `finetune.rope.serving_rope`). Idempotent: a second call changes nothing."""
+    config = unprepared(hf_config.to_dict())
     check_config(config)
     rope = serving_rope(config)
     hf_config.rope_parameters = rope.rope_parameters

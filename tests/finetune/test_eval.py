@@ -155,3 +155,83 @@ def test_bf16_eval_agrees_with_float32_within_bf16_rounding(tiny_model, corpus, 
     rounded = eval_json(tiny_model, corpus, tmp_path / "bf16", "--dtype", "bfloat16")["perplexity"]
     gaps = [abs(a - b) for x, y in zip(exact, rounded) for a, b in zip(x["window_losses"], y["window_losses"])]
     assert 0 < max(gaps) <= BF16_LOSS_ATOL, gaps  # > 0: the bf16 path really ran in bf16
+
+
+# ---------------------------------------------------------------- eval runs the RoPE the server runs
+
+
+def rotary(model, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (n, head_dim / 2) of the model's rotary embedding over a sequence of n tokens."""
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    with torch.no_grad():
+        cos, sin = model.model.rotary_emb(torch.zeros(1, n, head_dim), torch.arange(n)[None])
+    return cos[0, :, :head_dim // 2], sin[0, :, :head_dim // 2]
+
+
+def served_rotary(config: dict, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (n, head_dim / 2) of vLLM's own rotary embedding, built from the plugin-prepared config."""
+    from transformers import LlamaConfig
+    from vllm.config import VllmConfig, set_current_vllm_config
+    from vllm.model_executor.layers.rotary_embedding import get_rope
+
+    from plugin.models import prepare_rope
+
+    hf = LlamaConfig(**config)
+    prepare_rope(hf)
+    head_dim = hf.hidden_size // hf.num_attention_heads
+    with set_current_vllm_config(VllmConfig()):
+        rope = get_rope(head_dim, max_position=hf.max_position_embeddings, rope_parameters=hf.rope_parameters,
+                        dtype=torch.float32)
+    cache = rope.cos_sin_cache[:n]  # (n, head_dim): cos halves then sin halves
+    return cache[:, :head_dim // 2], cache[:, head_dim // 2:]
+
+
+@pytest.fixture(scope="module")
+def dynamic_checkpoint(tmp_path_factory):
+    """A checkpoint as `finetune merge` writes one for dynamic NTK x4 over the tiny model's context."""
+    from finetune.default_model import mark_as_longctx
+    from tests.finetune.conftest import CONTEXT
+    from tests.tiny import make_tiny_checkpoint
+
+    out = make_tiny_checkpoint(tmp_path_factory.mktemp("dyn") / "dynamic-x4", context=CONTEXT,
+                               rope={"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0})
+    mark_as_longctx(out, original=CONTEXT, trained=4 * CONTEXT, method="dynamic", factor=4.0)
+    return out
+
+
+LENGTHS = (16, 64, 100, 256)  # below, at, above the original context (64), and the served length
+
+
+@pytest.mark.parametrize("source", ["override", "merged"])
+def test_eval_dynamic_rope_is_the_served_one_at_every_length(tiny_model, dynamic_checkpoint, source):
+    """vLLM builds dynamic NTK once, with the base for the whole served length, for every position;
+    `finetune eval` must measure that model at every length, not transformers' per-length one."""
+    from finetune.eval import load_model
+    from finetune.model import read_config
+    from finetune.rope import extend_config
+
+    if source == "override":  # finetune eval BASE --rope dynamic --factor 4 / python -m serve the same
+        model = load_model(tiny_model, "dynamic", 4.0, torch.device("cpu"))
+        config = extend_config(read_config(tiny_model), "dynamic", 256)
+    else:
+        model = load_model(dynamic_checkpoint, None, None, torch.device("cpu"))
+        config = read_config(dynamic_checkpoint)
+    for n in LENGTHS:
+        for ours, served in zip(rotary(model, n), served_rotary(config, n)):
+            torch.testing.assert_close(ours, served, rtol=1e-5, atol=1e-5)
+
+
+def test_transformers_per_length_dynamic_differs_from_the_served_rope(dynamic_checkpoint):
+    """The test above has teeth: transformers' own dynamic NTK agrees with the server only at the full
+    served length and moves the angles far beyond the tolerance at every shorter one."""
+    from transformers import AutoModelForCausalLM
+
+    from finetune.model import read_config
+
+    per_length = AutoModelForCausalLM.from_pretrained(dynamic_checkpoint, dtype=torch.float32)
+    assert per_length.config.rope_parameters["rope_type"] == "dynamic"
+    config = read_config(dynamic_checkpoint)
+    for n in LENGTHS:
+        (cos, _), (served, _) = rotary(per_length, n), served_rotary(config, n)
+        gap = (cos - served).abs().max().item()
+        assert gap < 1e-5 if n == 256 else gap > 1e-2, (n, gap)

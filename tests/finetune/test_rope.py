@@ -159,3 +159,20 @@ def test_the_same_method_composes_and_must_grow():
     for method in ("linear", "yarn", "dynamic"):  # to where it already is: a no-op (a resumed full run does it)
         extended = extend_config(BASE, method, 16384)
         assert extend_config(extended, method, 16384) == extended
+
+
+def test_as_served_fixes_dynamic_ntk_at_the_served_base_and_leaves_the_rest():
+    from finetune.rope import as_served
+
+    small = dict(BASE, hidden_size=512, num_attention_heads=8)  # head_dim 64
+    for method in ("linear", "yarn"):
+        extended = extend_config(small, method, 16384)
+        assert as_served(extended) is extended
+    served = as_served(extend_config(small, "dynamic", 16384))
+    # factor 4, served 16384 over 4096: 10000 * (4 * 4 - 3) ** (64 / 62)
+    assert served["rope_parameters"] == {"rope_type": "default", "rope_theta": pytest.approx(10000 * 13 ** (64 / 62))}
+    assert served["max_position_embeddings"] == serving_length(served) == 16384
+    prepared = extend_config(small, "dynamic", 16384)  # what the plugin leaves in vLLM's config
+    rope = serving_rope(prepared)
+    prepared.update(rope_parameters=rope.rope_parameters, max_position_embeddings=rope.max_position)
+    assert as_served(prepared) == served

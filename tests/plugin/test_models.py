@@ -61,3 +61,21 @@ def test_refuses_a_checkpoint_whose_rope_was_lost():
     assert broken[META_KEY]["trained_context"] == 512
     with pytest.raises(RopeConfigError, match="allows only 128"):
         prepare_rope(hf(broken))
+
+
+@pytest.mark.parametrize("method", ["linear", "yarn", "dynamic"])
+@pytest.mark.parametrize("with_metadata", [True, False])
+def test_prepare_rope_twice_is_once(method, with_metadata):
+    """vLLM may build the model more than once on one hf_config: the second call must change nothing
+    (it used to take the already-raised max_position_embeddings for the original and turn NTK off)."""
+    from plugin.models import prepare_rope
+
+    config = extend_config(BASE, method, 512)
+    if not with_metadata:
+        del config[META_KEY]
+    once, twice = hf(config), hf(config)
+    prepare_rope(once)
+    prepare_rope(twice)
+    prepare_rope(twice)
+    assert twice.rope_parameters == once.rope_parameters
+    assert twice.max_position_embeddings == once.max_position_embeddings

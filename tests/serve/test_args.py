@@ -36,6 +36,19 @@ def test_cpu_defaults():
     assert "VLLM_API_KEY" not in env and "--api-key" not in argv
 
 
+def test_unknown_chat_roles_are_refused_by_our_middleware():
+    """vLLM imports --middleware by splitting the dotted path at its last dot (init_entrypoints_middleware)."""
+    import importlib
+    import inspect
+
+    from serve.middleware import RoleCheck
+
+    argv, _ = build_command(SMOL, ServeConfig(), CPU, Path("/m/x"))
+    module, name = opt(argv, "--middleware").rsplit(".", 1)
+    middleware = getattr(importlib.import_module(module), name)
+    assert middleware is RoleCheck and inspect.isclass(middleware)
+
+
 def test_throughput_profile_and_overrides():
     argv, _ = build_command(SMOL, ServeConfig(profile="throughput"), CPU, Path("/m/x"))
     assert opt(argv, "--max-num-batched-tokens") == "8192" and "--long-prefill-token-threshold" not in argv

@@ -68,6 +68,20 @@ def test_malformed_request_is_a_4xx(tiny_server):
     assert too_many.status_code == 400 and "512" in too_many.text
 
 
+def test_unknown_chat_role_is_a_400_naming_the_allowed_roles(tiny_server):
+    """OpenAI's API refuses a role it does not know; vLLM alone would render it and answer 200."""
+    headers = {"Authorization": f"Bearer {tiny_server.api_key}"}
+    url = f"{tiny_server.base_url}/v1/chat/completions"
+    reply = requests.post(url, headers=headers, timeout=30, json={
+        "model": tiny_server.name, "max_tokens": 2, "messages": [{"role": "wizard", "content": "hi"}]})
+    assert reply.status_code == 400, reply.text
+    message = reply.json()["error"]["message"]
+    assert "wizard" in message
+    assert all(role in message for role in ("system", "user", "assistant", "tool", "developer", "function"))
+    not_json = requests.post(url, headers=headers, timeout=30, data=b"{not json")
+    assert 400 <= not_json.status_code < 500  # vLLM's own answer, passed through
+
+
 def test_api_key_is_required(tiny_server):
     url = f"{tiny_server.base_url}/v1/models"
     assert requests.get(url, timeout=30).status_code == 401
