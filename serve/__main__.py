@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
           f"profile {cfg.profile}); the first start compiles for a few minutes", flush=True)
     try:
         return run_server(argv_, env, url, banner, cfg.api_key)
-    except LaunchError as err:
-        print(f"longctx serve: error: {err}", file=sys.stderr)
+    except LaunchError as err:  # vLLM's own output may end without a newline: start a fresh line
+        print(f"\nlongctx serve: error: {err}", file=sys.stderr)
         return 1
 
 

@@ -80,13 +80,17 @@ def run_server(argv: list[str], env: dict[str, str], url: str, banner: str, api_
     Path(env["VLLM_CACHE_ROOT"]).mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(argv, env={**os.environ, **env}, preexec_fn=_die_with_parent)
 
+    stopping: list[int] = []  # the signals we forwarded: vLLM exiting after one is no failure
+
     def stop(signum, _frame):
+        stopping.append(signum)
         proc.send_signal(signum)
 
     signal.signal(signal.SIGTERM, stop)
     try:
         seconds = wait_until_ready(proc, url, api_key, ready_timeout)
         print(f"\n{banner}\n  (ready after {seconds:.0f} s)\n", flush=True)
+        watch_serving(proc, stopping)
         return proc.wait()
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
@@ -94,6 +98,48 @@ def run_server(argv: list[str], env: dict[str, str], url: str, banner: str, api_
     except LaunchError as e:
         _reap(proc)
         raise LaunchError(f"vLLM: {e} (its log is above)") from None
+
+
+ENGINE_TITLE = "VLLM::EngineCor"  # vLLM's engine-core process title, as /proc/PID/comm keeps it (15 chars)
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid`, with its name (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            names[int(entry.name)] = (entry / "comm").read_text().strip()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))  # field 4 of stat: the parent pid
+    found, todo = {}, list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found[child] = names.get(child, "?")
+        todo += children.get(child, [])
+    return found
+
+
+def watch_serving(proc: subprocess.Popen, stopping: list, poll: float = 1.0, grace: float = 15.0) -> None:
+    """Return when vLLM exits because we asked it to; raise LaunchError naming what died when it (or its
+    engine core) stops on its own, so a supervisor sees a non-zero exit and restarts it. vLLM's API server
+    may outlive a dead engine core (and then exits 0): we stop it within `grace` seconds."""
+    engines = [pid for pid, name in descendants(proc.pid).items() if name == ENGINE_TITLE]
+    dead: list[int] = []
+    while proc.poll() is None and not dead:
+        time.sleep(poll)
+        dead = [pid for pid in engines if not Path(f"/proc/{pid}").exists()]
+    if stopping:
+        return
+    dead = [pid for pid in engines if not Path(f"/proc/{pid}").exists()]
+    if dead:
+        proc.send_signal(signal.SIGTERM)
+        _reap(proc, grace)
+        raise LaunchError(f"its engine core (pid {dead[0]}) died while serving, so the server was stopped; "
+                          f"restart it")
+    raise LaunchError(f"the server exited on its own with code {proc.returncode} while serving; restart it")
 
 
 def _die_with_parent() -> None:

@@ -38,3 +38,34 @@ def test_no_answer_within_the_timeout():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_descendants_are_found_with_their_names():
+    from serve.launch import descendants
+
+    script = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        import time
+
+        for _ in range(50):  # the grandchild needs a moment to start
+            if descendants(proc.pid):
+                break
+            time.sleep(0.1)
+        found = descendants(proc.pid)
+        assert len(found) == 1 and all(name.startswith("python") for name in found.values())
+    finally:
+        for pid in descendants(proc.pid):
+            subprocess.run(["kill", str(pid)])
+        proc.kill()
+        proc.wait()
+
+
+def test_a_server_that_stops_on_its_own_while_serving_is_a_failure():
+    from serve.launch import watch_serving
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    with pytest.raises(LaunchError, match="exited on its own with code 0 while serving; restart it"):
+        watch_serving(proc, stopping=[], poll=0.1)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    watch_serving(proc, stopping=[15], poll=0.1)  # we asked it to stop: no failure
