@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -85,6 +86,10 @@ def run_server(argv: list[str], env: dict[str, str], url: str, banner: str, api_
     def stop(signum, _frame):
         stopping.append(signum)
         proc.send_signal(signum)
+        # vLLM may ignore the signal while it starts (or stall shutting down): kill it after a grace period
+        timer = threading.Timer(STOP_GRACE_S, kill_tree, args=(proc,))
+        timer.daemon = True  # never keeps the launcher alive once vLLM has stopped
+        timer.start()
 
     signal.signal(signal.SIGTERM, stop)
     try:
@@ -98,6 +103,21 @@ def run_server(argv: list[str], env: dict[str, str], url: str, banner: str, api_
     except LaunchError as e:
         _reap(proc)
         raise LaunchError(f"vLLM: {e} (its log is above)") from None
+
+
+STOP_GRACE_S = 30.0  # how long vLLM may take to stop after SIGTERM before it is killed with its children
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a process and everything below it, if it is still running."""
+    if proc.poll() is not None:
+        return
+    for pid in descendants(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.kill()
 
 
 ENGINE_TITLE = "VLLM::EngineCor"  # vLLM's engine-core process title, as /proc/PID/comm keeps it (15 chars)

@@ -69,3 +69,35 @@ def test_a_server_that_stops_on_its_own_while_serving_is_a_failure():
         watch_serving(proc, stopping=[], poll=0.1)
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
     watch_serving(proc, stopping=[15], poll=0.1)  # we asked it to stop: no failure
+
+
+def test_a_server_that_ignores_sigterm_is_killed_with_its_children(tmp_path):
+    """`python -m serve` under a supervisor's SIGTERM: vLLM gets it first, and is killed (children too)
+    if it has not stopped after the grace period, so no server is left holding the port."""
+    import os
+    import signal
+    import time
+
+    import serve.launch as launch
+    from serve.launch import descendants, kill_tree
+
+    script = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    for _ in range(50):
+        if descendants(proc.pid):
+            break
+        time.sleep(0.1)
+    child = next(iter(descendants(proc.pid)))
+    os.kill(proc.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert proc.poll() is None  # it ignored the signal
+    kill_tree(proc)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{child}") or open(f"/proc/{child}/stat").read().split()[2] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the child outlived kill_tree")
+    assert launch.STOP_GRACE_S <= 30
