@@ -32,7 +32,8 @@ class TrainConfig:
     target_length: int = 16384
     """context length to train for, in tokens; every training block has exactly this length"""
     data: tuple[Path, ...] = ()
-    """text files, folders or JSONL files (field `text`); default: the embedded Shakespeare corpus"""
+    """text files, folders, JSONL files (field `text`) or named corpora (corpus:shakespeare|austen|manuals|mix,
+    fetched once; see finetune/corpus.py); default: corpus:shakespeare"""
     sft: Path | None = None
     """LongAlpaca-format JSON (list of {instruction, output[, input]}): supervised, loss on answers only"""
     out: Path = Path("runs/longctx")
@@ -123,7 +124,8 @@ class EvalConfig:
     out: Path = Path("eval")
     """folder for eval.json, perplexity.png and passkey.png"""
     data: tuple[Path, ...] = ()
-    """held-out text files or folders, used whole; default: the held-out tail of the embedded corpus"""
+    """held-out text files, folders or named corpora (e.g. corpus:austen), used whole; default: the held-out
+    tail of the embedded corpus"""
     lengths: tuple[int, ...] = (1024, 2048, 4096)
     """context lengths (tokens) at which to measure perplexity"""
     stride: int = 256

@@ -114,12 +114,9 @@ def load_data(cfg: TrainConfig, tokenizer, base_dir: Path, log) -> Dataset:
     """SFT records, or packed blocks of --data (default: the embedded corpus)."""
     if cfg.sft:
         return sft_data(cfg.sft, tokenizer, cfg.target_length, cfg.eval_fraction)
-    if cfg.data:
-        paths = list(cfg.data)
-    else:
-        from finetune.corpus import default_corpus_files
+    from finetune.corpus import default_corpus_files, resolve_data
 
-        paths = default_corpus_files(log)
+    paths = resolve_data(cfg.data, log) if cfg.data else default_corpus_files(log)
     return pretraining_data(paths, tokenizer, base_dir, cfg.target_length, cfg.eval_fraction, log)
 
 
