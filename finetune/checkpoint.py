@@ -79,7 +79,8 @@ def read_run(run: Path) -> dict[str, Any]:
 def check_resumable(run: Path, cfg: TrainConfig) -> None:
     """Refuse to resume a run whose settings differ in anything but RESUMABLE_CHANGES."""
     old, new = read_run(run)["settings"], settings(cfg)
-    diff = [k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k]]
+    defaults = settings(TrainConfig())  # a setting added after the run started had its default value
+    diff = [k for k in new if k not in RESUMABLE_CHANGES and old.get(k, defaults[k]) != new[k]]
     if diff:
         k = diff[0]
         raise UsageError(f"{run} was started with {k}={old.get(k)!r}, not {new[k]!r}: "

@@ -74,6 +74,9 @@ class TrainConfig:
     """positions per chunk of the LM head and loss, recomputed in backward (finetune/loss.py); 0: full logits"""
     resume: bool = False
     """continue the run in --out from its latest checkpoint"""
+    pose_window: int = 0
+    """PoSE (arXiv 2309.10400): train in windows of this many tokens whose position ids skip to span
+    --target-length (finetune/pose.py); 0: off, blocks of --target-length consecutive positions"""
 
     def __post_init__(self) -> None:
         if self.rope not in METHODS:
@@ -95,6 +98,10 @@ class TrainConfig:
             raise UsageError("--loss-chunk must be at least 0 (0: the model's own loss over full logits)")
         if self.lr <= 0 or self.warmup_steps < 0 or self.max_grad_norm < 0:
             raise UsageError("--lr must be positive, --warmup-steps and --max-grad-norm non-negative")
+        if self.pose_window and not 1 < self.pose_window < self.target_length:
+            raise UsageError("--pose-window must be 0 (off) or between 2 and --target-length (exclusive)")
+        if self.pose_window and self.sft:
+            raise UsageError("--pose-window packs --data into windows; it does not apply to --sft")
 
 
 @dataclass(frozen=True)
