@@ -176,8 +176,8 @@ def start_run(run: Path, cfg: TrainConfig, base_dir: Path, extended: dict, model
         "settings": checkpoint.settings(cfg), "base_model": str(base_dir.resolve()),
         "model_type": extended["model_type"], "rope_parameters": extended["rope_parameters"],
         "max_position_embeddings": extended["max_position_embeddings"], "longctx": extended["longctx"],
-        "precision": "bf16" if bf16 else "fp32", "world_size": d.world,
-        "pose": {"window": cfg.pose_window, "chunks": pose.CHUNKS} if cfg.pose_window else None, "trainable_parameters": trainable,
+        "precision": "bf16" if bf16 else "fp32", "world_size": d.world, "trainable_parameters": trainable,
+        "pose": {"window": cfg.pose_window, "chunks": pose.CHUNKS} if cfg.pose_window else None,
         "total_parameters": total, "train_samples": len(data.train), "heldout_samples": len(data.heldout),
         "versions": checkpoint.versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 

@@ -29,7 +29,8 @@ INFO = ("This is demo.info, produced by makeinfo.\n\nCopyright notice.\nINFO-DIR
 
 
 def test_info_text_keeps_the_prose_only():
-    assert corpus.info_text(INFO) == "Demo\n****\n\nSort lines of text.\n\n1 Sorting\n*********\n\nUse 'sort' to sort.\n"
+    prose = "Demo\n****\n\nSort lines of text.\n\n1 Sorting\n*********\n\nUse 'sort' to sort.\n"
+    assert corpus.info_text(INFO) == prose
 
 
 def test_info_manuals_in_reading_order(tmp_path):
