@@ -85,7 +85,8 @@ def check_resumable(run: Path, cfg: TrainConfig, world: int = 1) -> None:
     info = read_run(run)
     old, new = info["settings"], settings(cfg)
     per_step = ("batch_size", "grad_accum")
-    diff = [k for k in new if k not in RESUMABLE_CHANGES + per_step and old.get(k) != new[k]]
+    defaults = settings(TrainConfig())  # a setting added after the run started had its default value
+    diff = [k for k in new if k not in RESUMABLE_CHANGES + per_step and old.get(k, defaults[k]) != new[k]]
     if diff:
         k = diff[0]
         raise UsageError(f"{run} was started with {k}={old.get(k)!r}, not {new[k]!r}: "

@@ -33,7 +33,8 @@ class TrainConfig:
     target_length: int = 16384
     """context length to train for, in tokens; every training block has exactly this length"""
     data: tuple[Path, ...] = ()
-    """text files, folders or JSONL files (field `text`); default: the embedded Shakespeare corpus"""
+    """text files, folders, JSONL files (field `text`) or named corpora (corpus:shakespeare|austen|manuals|mix,
+    fetched once; see finetune/corpus.py); default: corpus:shakespeare"""
     sft: Path | None = None
     """LongAlpaca-format JSON (list of {instruction, output[, input]}): supervised, loss on answers only"""
     out: Path = Path("runs/longctx")
@@ -74,6 +75,9 @@ class TrainConfig:
     """positions per chunk of the LM head and loss, recomputed in backward (finetune/loss.py); 0: full logits"""
     resume: bool = False
     """continue the run in --out from its latest checkpoint"""
+    pose_window: int = 0
+    """PoSE (arXiv 2309.10400): train in windows of this many tokens whose position ids skip to span
+    --target-length (finetune/pose.py); 0: off, blocks of --target-length consecutive positions"""
 
     def __post_init__(self) -> None:
         if self.rope not in METHODS:
@@ -95,6 +99,10 @@ class TrainConfig:
             raise UsageError("--loss-chunk must be at least 0 (0: the model's own loss over full logits)")
         if self.lr <= 0 or self.warmup_steps < 0 or self.max_grad_norm < 0:
             raise UsageError("--lr must be positive, --warmup-steps and --max-grad-norm non-negative")
+        if self.pose_window and not 1 < self.pose_window < self.target_length:
+            raise UsageError("--pose-window must be 0 (off) or between 2 and --target-length (exclusive)")
+        if self.pose_window and self.sft:
+            raise UsageError("--pose-window packs --data into windows; it does not apply to --sft")
 
 
 @dataclass(frozen=True)
@@ -124,7 +132,8 @@ class EvalConfig:
     out: Path = Path("eval")
     """folder for eval.json, perplexity.png and passkey.png"""
     data: tuple[Path, ...] = ()
-    """held-out text files or folders, used whole; default: the held-out tail of the embedded corpus"""
+    """held-out text files, folders or named corpora (e.g. corpus:austen), used whole; default: the held-out
+    tail of the embedded corpus"""
     lengths: tuple[int, ...] = (1024, 2048, 4096)
     """context lengths (tokens) at which to measure perplexity"""
     stride: int = 256

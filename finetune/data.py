@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -185,26 +185,32 @@ def sft_data(path: Path, tokenizer, max_length: int, heldout: float) -> Dataset:
 
 
 def collate(samples: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest sample; padded positions are masked and carry no loss."""
+    """Right-pad to the longest sample; padded positions are masked and carry no loss. Samples that carry
+    `position_ids` (PoSE) keep them; their padding gets position 0."""
     width = max(len(s["input_ids"]) for s in samples)
     ids = torch.full((len(samples), width), pad_id, dtype=torch.int64)  # (B, T)
     labels = torch.full((len(samples), width), IGNORE, dtype=torch.int64)
     mask = torch.zeros((len(samples), width), dtype=torch.int64)
+    positions = torch.zeros((len(samples), width), dtype=torch.int64)
     for row, s in enumerate(samples):
         n = len(s["input_ids"])
         ids[row, :n], labels[row, :n], mask[row, :n] = s["input_ids"], s["labels"], 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        positions[row, :n] = s.get("position_ids", torch.arange(n))
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    return {**batch, "position_ids": positions} if "position_ids" in samples[0] else batch
 
 
 class Stream:
     """Endless, seeded, resumable micro-batches: epoch e visits samples in randperm(n, seed + e).
 
     `consumed` counts samples taken by all processes together; rank r of w takes its slice of each
-    global micro-batch, so the data order does not depend on how the run was split or interrupted."""
+    global micro-batch, so the data order does not depend on how the run was split or interrupted.
+    `positions(k)`, when given, adds position_ids to the sample at global position k (PoSE)."""
 
-    def __init__(self, samples: list, batch_size: int, seed: int, pad_id: int, rank: int = 0, world: int = 1):
+    def __init__(self, samples: list, batch_size: int, seed: int, pad_id: int, rank: int = 0, world: int = 1,
+                 positions: Callable[[int], torch.Tensor] | None = None):
         self.samples, self.batch_size, self.seed, self.pad_id = samples, batch_size, seed, pad_id
-        self.rank, self.world, self.consumed = rank, world, 0
+        self.rank, self.world, self.consumed, self.positions = rank, world, 0, positions
         self._epoch: tuple[int, torch.Tensor | None] = (-1, None)  # (epoch, its order), computed once
 
     def index(self, k: int) -> int:
@@ -217,9 +223,14 @@ class Stream:
     def next(self) -> dict[str, torch.Tensor]:
         """This process's next micro-batch."""
         start = self.consumed + self.rank * self.batch_size
-        batch = [self.samples[self.index(k)] for k in range(start, start + self.batch_size)]
+        batch = [self.sample(k) for k in range(start, start + self.batch_size)]
         self.consumed += self.batch_size * self.world
         return collate(batch, self.pad_id)
+
+    def sample(self, k: int) -> dict[str, torch.Tensor]:
+        """The sample at global position k, with its position ids when the stream draws them."""
+        sample = self.samples[self.index(k)]
+        return sample if self.positions is None else {**sample, "position_ids": self.positions(k)}
 
     def state_dict(self) -> dict[str, int]:
         """The data position, for a checkpoint."""

@@ -77,9 +77,10 @@ def load_model(model_dir: Path, rope: str | None, factor: float | None, device: 
 
 def heldout_ids(data: tuple[Path, ...], tokenizer, log) -> list[int]:
     """Token ids of `data` whole, or of the held-out tail of the default corpus."""
+    from finetune.corpus import default_corpus_files, resolve_data
+
     if data:
-        return tokenize_joined([d for f in text_files(data) for d in read_documents(f)], tokenizer)
-    from finetune.corpus import default_corpus_files
+        return tokenize_joined([d for f in text_files(resolve_data(data, log)) for d in read_documents(f)], tokenizer)
 
     files = default_corpus_files(log)
     ids = tokenize_joined([d for f in files for d in read_documents(f)], tokenizer)

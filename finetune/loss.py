@@ -40,12 +40,13 @@ def _summed_loss(head, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def causal_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk: int,
                    head: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """The training loss of `batch` ({input_ids, attention_mask, labels}).
+    """The training loss of `batch` ({input_ids, attention_mask, labels[, position_ids]}).
 
     chunk > 0: the forward (through `model`, so DDP's hooks run) stops at the final hidden states and
     the loss is chunked; `head` is the unwrapped model's LM head. chunk == 0: the model's own loss."""
     if chunk == 0:
         return model(**batch).loss
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                position_ids=batch.get("position_ids"),  # PoSE's skipped ids; None: 0..T-1
                 logits_to_keep=1, output_hidden_states=True)  # logits of the last position only: cheap
     return chunked_cross_entropy(out.hidden_states[-1], head, batch["labels"], chunk)

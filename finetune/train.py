@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from finetune import checkpoint, distributed, hardware
+from finetune import checkpoint, distributed, hardware, pose
 from finetune.config import TrainConfig, UsageError
 from finetune.data import Dataset, Stream, collate, pretraining_data, sft_data
 from finetune.lora import apply_mode, load_adapter, trainable_count
@@ -44,13 +44,16 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     chunk = 0 if distributed.is_sharded(model) else cfg.loss_chunk
     head = distributed.unwrap(model).get_output_embeddings()
     loss_of = lambda batch: causal_lm_loss(model, batch, chunk, head)  # noqa: E731
-    stream = Stream(data.train, cfg.batch_size, cfg.seed, tokenizer.pad_token_id, d.rank, d.world)
+    # PoSE: each window's position ids skip to span the target, drawn per sample from (seed, data position).
+    positions = pose.sampler(cfg.pose_window, cfg.target_length, cfg.seed) if cfg.pose_window else None
+    stream = Stream(data.train, cfg.batch_size, cfg.seed, tokenizer.pad_token_id, d.rank, d.world, positions)
     step = restore(resume_from, model, optimizer, scheduler, stream) if resume_from else 0
     if d.main and resume_from:
         checkpoint.trim_metrics(run, step)
     if d.main and not resume_from:
         start_run(run, cfg, base_dir, rope, model, data, bf16, d)
-    log(f"training {cfg.mode} at {cfg.target_length} tokens, {cfg.attention} attention, "
+    window = f" in PoSE windows of {cfg.pose_window}" if cfg.pose_window else ""
+    log(f"training {cfg.mode} at {cfg.target_length} tokens{window}, {cfg.attention} attention, "
         f"{'bf16' if bf16 else 'fp32'}, {d.world} process(es), from step {step}")
 
     with tqdm(total=cfg.max_steps, initial=step, disable=not d.main, unit="step", dynamic_ncols=True) as bar:
@@ -112,16 +115,15 @@ def open_run(run: Path, cfg: TrainConfig, world: int = 1) -> Path | None:
 
 
 def load_data(cfg: TrainConfig, tokenizer, base_dir: Path, log) -> Dataset:
-    """SFT records, or packed blocks of --data (default: the embedded corpus)."""
+    """SFT records, or packed blocks of --data (default: the embedded corpus): --target-length tokens each,
+    or --pose-window tokens under PoSE (held-out blocks too: evaluated with consecutive positions)."""
     if cfg.sft:
         return sft_data(cfg.sft, tokenizer, cfg.target_length, cfg.eval_fraction)
-    if cfg.data:
-        paths = list(cfg.data)
-    else:
-        from finetune.corpus import default_corpus_files
+    from finetune.corpus import default_corpus_files, resolve_data
 
-        paths = default_corpus_files(log)
-    return pretraining_data(paths, tokenizer, base_dir, cfg.target_length, cfg.eval_fraction, log)
+    paths = resolve_data(cfg.data, log) if cfg.data else default_corpus_files(log)
+    length = cfg.pose_window or cfg.target_length
+    return pretraining_data(paths, tokenizer, base_dir, length, cfg.eval_fraction, log)
 
 
 def build_model(cfg: TrainConfig, base_dir: Path, resume_from: Path | None) -> torch.nn.Module:
@@ -194,6 +196,7 @@ def start_run(run: Path, cfg: TrainConfig, base_dir: Path, extended: dict, model
         "precision": "bf16" if bf16 else "fp32", "precision_chosen_by": precision_reason(cfg.precision),
         "cpu_flags": list(hardware.choose_dtype(False).cpu_flags), "world_size": d.world,
         "trainable_parameters": trainable,
+        "pose": {"window": cfg.pose_window, "chunks": pose.CHUNKS} if cfg.pose_window else None,
         "total_parameters": total, "train_samples": len(data.train), "heldout_samples": len(data.heldout),
         "versions": checkpoint.versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 

@@ -57,6 +57,8 @@ def one_line_error(capsys, after_progress=False):
     (["--rope", "ntk"], "unknown RoPE method 'ntk'"),
     (["--target-length", 100_000], "fewer than one block"),
     (["--data", "/nonexistent"], "does not exist"),
+    (["--data", "corpus:pg19"], "unknown corpus 'pg19'"),
+    (["--pose-window", 128], "--pose-window must be 0 (off) or between 2 and --target-length"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(train_args, tmp_path, capsys, change, message):
     assert cli(*train_args, *change) == 2
@@ -129,3 +131,14 @@ def test_shipped_presets_parse_into_what_they_say():
             got = getattr(cfg, key.replace("-", "_"))
             plain = [str(x) for x in got] if isinstance(got, tuple) else str(got) if isinstance(got, Path) else got
             assert plain == value, (preset.name, key)
+
+
+def test_named_corpus_and_pose_window_from_the_command_line(train_args, home, tmp_path):
+    from tests.tiny import training_text
+
+    (home / "corpus" / "austen").mkdir(parents=True)
+    (home / "corpus" / "austen" / "emma.txt").write_text(" ".join(training_text()) * 3)
+    args = [*train_args, "--data", "corpus:austen", "--target-length", 256, "--pose-window", 64]
+    assert cli(*args) == 0
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["settings"]["data"] == ["corpus:austen"] and run["pose"] == {"window": 64, "chunks": 2}
