@@ -88,3 +88,10 @@ def test_cli_parsing(monkeypatch):
     assert cfg.vllm_args == ("--seed", "1")
     with pytest.raises(ValueError, match="go together"):
         parse_args(["--rope", "linear"])
+
+
+def test_per_request_metrics_flag():
+    argv, _ = build_command(SMOL, parse_args(["--per-request-metrics"]), CPU, Path("/m/x"))
+    assert "--enable-per-request-metrics" in argv
+    argv, _ = build_command(SMOL, parse_args([]), CPU, Path("/m/x"))
+    assert "--enable-per-request-metrics" not in argv
