@@ -1,5 +1,6 @@
 """End to end: `python -m loadtest` against the real tiny vLLM server (random weights: answers are
-garbage, so wrong passkeys are expected; the transport must be clean)."""
+garbage, so wrong passkeys are expected; the transport must be clean). The server sends vLLM's
+per-request metrics (`python -m serve --per-request-metrics`), so the summary splits TTFT."""
 
 import csv
 import json
@@ -22,7 +23,7 @@ def test_headless_run_writes_results(tiny_server, tmp_path):
     out = tmp_path / "run"
     done = loadtest("--host", tiny_server.base_url, "--api-key", tiny_server.api_key, "--scenario", "chat",
                     "--users", "2", "--duration", "20s", "--buckets", "200,400", "--per-bucket", "4",
-                    "--out", str(out), "--slo-ttft-ms", "2000")
+                    "--out", str(out), "--slo-ttft-ms", "2000", "--chunk-tokens", "64", "--original-context", "128")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for name in ("locust_stats.csv", "locust_failures.csv", "locust_stats_history.csv", "locust.html",
                  "summary.md", "latency_by_length.png", "ttft_distribution.png", "timeline.png"):
@@ -41,6 +42,27 @@ def test_headless_run_writes_results(tiny_server, tmp_path):
     assert ("TTFT", "ttft@200") in stats and ("PASSKEY", "passkey@400") in stats
     summary = (out / "summary.md").read_text()
     assert "| TTFT |" in summary and "passkey accuracy" in summary and "mean TTFT (s)" in summary
+    # the baseline ran first, one request per planned prompt, and leads the summary beside the load
+    plan = json.loads((out / "plan.json").read_text())
+    baseline = [json.loads(line) for line in (out / "baseline.jsonl").read_text().splitlines()]
+    assert len(baseline) == len(plan["prompts"]) and not [b for b in baseline if b["failure"]]
+    assert {(p["bucket"], p["kind"]) for p in plan["prompts"]} == {
+        ("200", "spread"), ("400", "spread"), ("200", "chunk"), ("400", "chunk"), ("400", "past-original")}
+    assert summary.startswith("# chat") and summary.index("Effective context under load") < summary.index("| TTFT |")
+    assert "Effective context one request at a time" in summary and "| 400 | past-original |" in summary
+    assert {r["kind"] for r in records} <= {"spread", "chunk", "past-original"}
+    assert "TTFT split by the server" in summary and any(r["queue"] is not None for r in records)
+
+
+@pytest.mark.slow
+def test_no_baseline(tiny_server, tmp_path):
+    out = tmp_path / "run"
+    done = loadtest("--host", tiny_server.base_url, "--api-key", tiny_server.api_key, "--scenario", "completions",
+                    "--users", "1", "--duration", "5s", "--buckets", "200", "--per-bucket", "2", "--out", str(out),
+                    "--no-baseline")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = (out / "summary.md").read_text()
+    assert not (out / "baseline.jsonl").exists() and "| 200 | spread | not run |" in summary
 
 
 @pytest.mark.slow
