@@ -61,8 +61,8 @@ class RunConfig:
     baseline: bool = True
     """Before the load, send every planned prompt alone (greedy) for a per-bucket accuracy baseline."""
     chunk_tokens: int | None = None
-    """The server's prefill chunk (vLLM: --long-prefill-token-threshold if set, else --max-num-batched-tokens;
-    `make serve`'s latency preset: 256): adds needles across chunk boundaries."""
+    """The server's prefill chunk, vLLM's --max-num-batched-tokens (`make serve`'s latency preset: 512): adds
+    needles whose key straddles its multiples."""
     original_context: int | None = None
     """The model's context before extension (a merged checkpoint's config.json, longctx.original): adds needles
     just past it."""
