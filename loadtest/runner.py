@@ -124,7 +124,9 @@ def run(cfg: RunConfig, log=print) -> int:
         return 2
     records = cfg.out / "records.jsonl"
     records.unlink(missing_ok=True)
-    base = run_baseline(cfg.host, cfg.api_key, load_plan(plan), cfg.out / "baseline.jsonl", log) if cfg.baseline else None
+    base = None
+    if cfg.baseline:  # before the load, so it measures the same server and prompts unloaded
+        base = run_baseline(cfg.host, cfg.api_key, load_plan(plan), cfg.out / "baseline.jsonl", log)
     before = scrape(cfg.host, cfg.api_key) if cfg.metrics else None
     log(f"loadtest: {cfg.scenario} with {cfg.users} users for {cfg.duration} against {cfg.host}")
     code = subprocess.run(locust_command(cfg), env=locust_env(cfg, plan, records)).returncode
@@ -144,7 +146,8 @@ def exit_code(locust_code: int, records: list[dict]) -> int:
     return 1 if not records or any(r["failure"] for r in records) else 0
 
 
-def write_results(cfg: RunConfig, records: list[dict], server: dict | None, baseline: list[dict] | None = None) -> None:
+def write_results(cfg: RunConfig, records: list[dict], server: dict | None,
+                  baseline: list[dict] | None = None) -> None:
     """summary.md and the PNG plots."""
     slo = Slo(cfg.slo_ttft_ms, cfg.slo_tpot_ms, cfg.slo_e2e_ms)
     title = f"{cfg.scenario}: {cfg.users} users, {cfg.duration}, {cfg.host}"

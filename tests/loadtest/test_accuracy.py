@@ -11,7 +11,8 @@ from loadtest.accuracy import (Tally, bin_label, depth_bin, drop_p_value, droppe
 def test_wilson_matches_closed_forms():
     z2 = 1.959964 ** 2
     lo, hi = wilson(Tally(0, 10))
-    assert lo == pytest.approx(0.0) and hi == pytest.approx(z2 / (10 + z2))  # at 0 successes the upper end is z²/(n+z²)
+    # at 0 successes the upper end is z²/(n+z²)
+    assert lo == pytest.approx(0.0) and hi == pytest.approx(z2 / (10 + z2))
     lo, hi = wilson(Tally(10, 10))
     assert hi == pytest.approx(1.0) and lo == pytest.approx(10 / (10 + z2))
     lo, hi = wilson(Tally(8, 10))  # textbook value: [0.490, 0.943]
