@@ -65,3 +65,13 @@ def test_baseline_and_needle_flags(tmp_path):
     assert not config(parser().parse_args(["--host", "h", "--out", str(tmp_path), "--no-baseline"])).baseline
     with pytest.raises(ValueError, match="--chunk-tokens must be a positive token count"):
         RunConfig(host="h", out=tmp_path, chunk_tokens=0)
+
+
+def test_the_runner_imports_no_torch_transformers_or_locust():
+    import subprocess
+    import sys
+
+    code = ("import sys, loadtest.__main__, loadtest.baseline, loadtest.accuracy; "
+            "print(sorted(m for m in ('torch', 'transformers', 'locust') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
