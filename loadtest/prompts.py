@@ -12,14 +12,18 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 # Passkey retrieval after LongLoRA's `passkey_retrivial.py`, reworded until the default 135M instruct model
-# answers it one request at a time (docs/loadtest.md has the measured table): the question comes before an
-# answer prefix the model continues, so the next tokens are the key rather than a chat reply. The filler is
-# real text instead of the repeated "The grass is green...", so the needle is not the only odd sentence out.
+# answers it one request at a time in 8k tokens of Shakespeare (docs/loadtest.md has the measured table):
+# - the prompt ends on an answer prefix the model continues, so the next tokens are the key, not a chat reply;
+# - the prefix repeats the needle's lead-in word for word, and the needle states it twice before the key;
+#   a lead-in longer than LongLoRA's "The pass key is", which at 8k the model continued with prose
+#   ("a piece of the great...") where it continued this one with the key.
+# The filler is real text instead of the repeated "The grass is green...", so the needle is not the only
+# odd sentence out.
 INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
          "I will quiz you about the important information there.\n\n")
-NEEDLE = "\n\nThe pass key is {key}. Remember it. {key} is the pass key.\n\n"
-QUESTION = "\n\nWhat is the pass key?"
-ANSWER = "The pass key is"
+NEEDLE = "\n\nThe secret pass key of the vault is {key}. Remember it: the secret pass key of the vault is {key}.\n\n"
+QUESTION = "\n\nWhat is the secret pass key of the vault?"
+ANSWER = "The secret pass key of the vault is"
 """The answer prefix: the last assistant message the model continues (chat), or the prompt's end (completions)."""
 KEYS = (10000, 99999)  # five digits: every key is the same number of tokens, and none is a short common number
 MAX_TRIES = 16

@@ -23,7 +23,7 @@ def tok(request, hf) -> Tokenizer:
     return local_tokenizer(hf, request.param)
 
 
-@pytest.mark.parametrize("length", [160, 257, 600])
+@pytest.mark.parametrize("length", [257, 400, 600])
 @pytest.mark.parametrize("depth", [0.0, 0.3, 0.5, 1.0])
 def test_exact_length_and_depth(tok, length, depth):
     filler = tok.encode(CORPUS)
