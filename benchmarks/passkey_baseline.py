@@ -21,6 +21,7 @@ from loadtest.accuracy import DEPTH_BINS, bin_label, depth_bin, tally, wilson  #
 from loadtest.baseline import run_baseline  # noqa: E402
 from loadtest.plan import make_plan  # noqa: E402
 from loadtest.prompts import ANSWER, INTRO, NEEDLE, QUESTION  # noqa: E402
+from loadtest.server import probe  # noqa: E402
 
 RESULTS = Path("benchmarks/results")
 
@@ -45,6 +46,13 @@ def table(runs: dict[str, list[dict]], buckets: list[str]) -> list[str]:
     return lines
 
 
+def cpu_flags() -> str:
+    """The vector flags that decide the CPU's dtype and kernels."""
+    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), [])
+    return " ".join(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")) or "-"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", required=True, help="server root, e.g. http://127.0.0.1:8812")
@@ -56,24 +64,31 @@ def main() -> None:
     p.add_argument("--served-with", default="python -m serve --port 8812 --enforce-eager (bfloat16, latency preset)",
                    help="how the server was started, for the results file")
     p.add_argument("--name", default="passkey-baseline", help="results file stem")
+    p.add_argument("--trials", default="/tmp", help="folder for each endpoint's trials (<name>-<endpoint>.jsonl)")
+    p.add_argument("--reuse", action="store_true",
+                   help="take an endpoint's trials from its file where one exists (as far as it got) instead of asking")
     args = p.parse_args()
     buckets = args.buckets.split(",")
-    runs, seconds, model = {}, {}, None
+    runs, seconds, model = {}, {}, probe(args.host, None).model
     for endpoint in args.endpoints.split(","):
-        plan = make_plan(args.host, None, endpoint, buckets, args.per_bucket, args.max_tokens, args.seed)
-        model, start = plan["model"], time.monotonic()
-        runs[endpoint] = run_baseline(args.host, None, plan, Path(f"/tmp/{args.name}-{endpoint}.jsonl"))
-        seconds[endpoint] = time.monotonic() - start
+        path = Path(args.trials) / f"{args.name}-{endpoint}.jsonl"
+        if args.reuse and path.exists():
+            runs[endpoint] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        else:
+            start = time.monotonic()
+            plan = make_plan(args.host, None, endpoint, buckets, args.per_bucket, args.max_tokens, args.seed)
+            runs[endpoint] = run_baseline(args.host, None, plan, path)
+            seconds[endpoint] = time.monotonic() - start
         print("\n".join(table({endpoint: runs[endpoint]}, buckets)), flush=True)
     write(runs, buckets, seconds, model, args)
 
 
 def write(runs: dict, buckets: list[str], seconds: dict, model: str, args) -> None:
     wording = {"intro": INTRO, "needle": NEEDLE, "question": QUESTION, "answer prefix": ANSWER}
-    md = [f"# Passkey accuracy one request at a time: {model}", "", machine_header(),
+    md = [f"# Passkey accuracy one request at a time: {model}", "", machine_header(), f"- CPU flags: {cpu_flags()}",
           f"- server: `{args.served_with}`", f"- greedy, max_tokens {args.max_tokens}, {args.per_bucket} prompts "
-          f"per bucket, seed {args.seed}; seconds per endpoint: "
-          + ", ".join(f"{e} {s:.0f}" for e, s in seconds.items()), "",
+          f"per bucket planned, seed {args.seed}; seconds per endpoint (this invocation): "
+          + (", ".join(f"{e} {s:.0f}" for e, s in seconds.items()) or "- (trials reused)"), "",
           "Depth bins: share of the filler before the needle (correct / trials). Intervals: Wilson 95%.", "",
           *table(runs, buckets), "", "Wording (`loadtest/prompts.py`):", "", "```",
           *(f"{k}: {v!r}" for k, v in wording.items()), "```", ""]
