@@ -53,6 +53,12 @@ def cpu_flags() -> str:
     return " ".join(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")) or "-"
 
 
+def answered(path: Path) -> list[dict]:
+    """The trials in `path` up to the first transport failure (a server that died mid-run)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return rows[:next((i for i, r in enumerate(rows) if r["failure"]), len(rows))]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", required=True, help="server root, e.g. http://127.0.0.1:8812")
@@ -66,19 +72,23 @@ def main() -> None:
     p.add_argument("--name", default="passkey-baseline", help="results file stem")
     p.add_argument("--trials", default="/tmp", help="folder for each endpoint's trials (<name>-<endpoint>.jsonl)")
     p.add_argument("--reuse", action="store_true",
-                   help="take an endpoint's trials from its file where one exists (as far as it got) instead of asking")
+                   help="keep an endpoint's trials from its file up to the first transport failure; ask the rest")
     args = p.parse_args()
     buckets = args.buckets.split(",")
     runs, seconds, model = {}, {}, probe(args.host, None).model
     for endpoint in args.endpoints.split(","):
         path = Path(args.trials) / f"{args.name}-{endpoint}.jsonl"
-        if args.reuse and path.exists():
-            runs[endpoint] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        else:
+        done = answered(path) if args.reuse else []
+        if len(done) < args.per_bucket * len(buckets):  # ask the prompts not answered yet, in plan order
             start = time.monotonic()
             plan = make_plan(args.host, None, endpoint, buckets, args.per_bucket, args.max_tokens, args.seed)
-            runs[endpoint] = run_baseline(args.host, None, plan, path)
+            if [r["key_at"] for r in done] != [q["key_at"] for q in plan["prompts"][:len(done)]]:
+                raise SystemExit(f"{path} holds trials of another plan: remove it or drop --reuse")
+            rest = path.with_suffix(".rest.jsonl")
+            done += run_baseline(args.host, None, {**plan, "prompts": plan["prompts"][len(done):]}, rest)
+            path.write_text("".join(json.dumps(r) + "\n" for r in done))
             seconds[endpoint] = time.monotonic() - start
+        runs[endpoint] = done
         print("\n".join(table({endpoint: runs[endpoint]}, buckets)), flush=True)
     write(runs, buckets, seconds, model, args)
 

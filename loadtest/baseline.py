@@ -28,8 +28,8 @@ def baseline_row(prompt: dict, text: str, failure: str | None, seconds: float) -
     """One baseline trial, with the fields summary.md groups by (bucket, kind, depth)."""
     ok = failure is None and passkey_answer(text) == prompt["key"]
     return {"bucket": prompt["bucket"], "kind": prompt.get("kind", "spread"), "depth": prompt["depth"],
-            "key_at": prompt.get("key_at"), "failure": failure, "passkey_ok": ok, "answer": text[:80],
-            "e2e": seconds}
+            "key": prompt["key"], "key_at": prompt.get("key_at"), "failure": failure, "passkey_ok": ok,
+            "answer": text[:80], "e2e": seconds}
 
 
 def ask_once(host: str, api_key: str | None, plan: dict, prompt: dict) -> dict:
