@@ -34,11 +34,16 @@ def config(args: argparse.Namespace) -> RunConfig:
                      per_bucket=int(args.per_bucket), max_tokens=int(args.max_tokens),
                      slo_ttft_ms=_num(args.slo_ttft_ms), slo_tpot_ms=_num(args.slo_tpot_ms),
                      slo_e2e_ms=_num(args.slo_e2e_ms), metrics=args.metrics, seed=int(args.seed),
-                     tokenizer=args.tokenizer)
+                     tokenizer=args.tokenizer, baseline=args.baseline, chunk_tokens=_int(args.chunk_tokens),
+                     original_context=_int(args.original_context))
 
 
 def _num(x) -> float | None:
     return None if x is None else float(x)
+
+
+def _int(x) -> int | None:
+    return None if x is None else int(x)
 
 
 def main(argv: list[str] | None = None) -> int:

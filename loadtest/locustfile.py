@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # `locust -f loadtest/locustfile.py` puts loadtes
 
 from locust import HttpUser, LoadTestShape, constant, events, task
 
-from loadtest.plan import load_plan, make_plan
+from loadtest.plan import PATHS, load_plan, make_plan, payload
 from loadtest.prompts import passkey_answer
 from loadtest.scenarios import SCENARIOS, ramp_users
 from loadtest.sse import StreamResult, stream_metrics
@@ -31,7 +31,6 @@ API_KEY = os.environ.get("LOADTEST_API_KEY") or os.environ.get("OPENAI_API_KEY")
 RECORDS = os.environ.get("LOADTEST_RECORDS")
 PLAN: dict = {}
 FAILURE_PAUSE_S = 1.0
-PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 
 
 class PasskeyMismatch(Exception):
@@ -48,19 +47,6 @@ def _load_plan(environment, **_kwargs) -> None:
         buckets = os.environ.get("LOADTEST_BUCKETS")
         PLAN.update(make_plan(environment.host, API_KEY, SCENARIO, buckets.split(",") if buckets else None,
                               per_bucket=8, max_tokens=int(os.environ.get("LOADTEST_MAX_TOKENS", "32"))))
-
-
-def payload(plan: dict, prompt: dict, salt: str | None) -> dict:
-    """The streaming request body for the plan's endpoint."""
-    body = {"model": plan["model"], "max_tokens": plan["max_tokens"], "temperature": 0.0, "stream": True,
-            "stream_options": {"include_usage": True}}
-    if plan["endpoint"] == "chat":
-        body["messages"] = [{"role": "user", "content": prompt["text"]}]
-    else:
-        body["prompt"] = prompt["text"]
-    if salt:
-        body["cache_salt"] = salt
-    return body
 
 
 def record(row: dict) -> None:
@@ -133,8 +119,16 @@ class LLMUser(HttpUser):
              response_length=len(r.text), context={},
              exception=None if ok else PasskeyMismatch(f"no answer ({kind})" if kind else "wrong passkey"))
         record({"start": wall, "user": type(self).__name__, "bucket": bucket, "prompt_tokens": prompt["tokens"],
+                "kind": prompt.get("kind", "spread"), "depth": prompt["depth"], "key_at": prompt.get("key_at"),
                 "failure": kind, "ttft": r.ttft, "itl": r.itl, "tpot": r.tpot, "e2e": e2e,
-                "output_tokens": r.output_tokens, "passkey_ok": ok, "answer": r.text[:80]})
+                "output_tokens": r.output_tokens, "passkey_ok": ok, "answer": r.text[:80],
+                # vLLM's own split of TTFT: waiting to be scheduled, then scheduled to first token (prefill)
+                "queue": _seconds(r.server.get("queue_time_ms")),
+                "prefill": _seconds(r.server.get("time_to_first_token_ms"))})
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000
 
 
 class MixedUser(LLMUser):

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from loadtest.prompts import local_tokenizer, parse_bucket, plan_prompts
+from loadtest.prompts import local_tokenizer, parse_bucket, plan_prompts, request_fields
 from loadtest.scenarios import SCENARIOS
 from loadtest.server import ServerInfo, http_tokenizer, probe
 
 DEFAULT_BUCKETS = ("1k", "4k", "8k")
+PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 
 
 def choose_buckets(asked: list[str] | None, info: ServerInfo, max_tokens: int, long_vs_short: bool) -> list[str]:
@@ -40,7 +41,8 @@ def corpus_text() -> str:
 
 
 def make_plan(host: str, api_key: str | None, scenario: str, buckets: list[str] | None, per_bucket: int,
-              max_tokens: int, seed: int = 0, corpus: str | None = None, tokenizer: str | None = None) -> dict:
+              max_tokens: int, seed: int = 0, corpus: str | None = None, tokenizer: str | None = None,
+              chunk_tokens: int | None = None, original_context: int | None = None) -> dict:
     """Probe the server and plan the prompts; raises ServerError or ValueError with a message to show.
 
     With `tokenizer` (a local folder) prompts are counted locally, for servers without /tokenize."""
@@ -51,9 +53,11 @@ def make_plan(host: str, api_key: str | None, scenario: str, buckets: list[str] 
         tok = local_tokenizer(load_hf_tokenizer(tokenizer), sc.endpoint)
     else:
         tok = http_tokenizer(host, api_key, info.model, sc.endpoint)
-    prompts = plan_prompts(tok, corpus or corpus_text(), chosen, per_bucket, sc.shared_prefix, seed)
+    prompts = plan_prompts(tok, corpus or corpus_text(), chosen, per_bucket, sc.shared_prefix, seed, chunk_tokens,
+                           original_context)
     return {"host": host, "model": info.model, "max_model_len": info.max_model_len, "scenario": scenario,
             "endpoint": sc.endpoint, "max_tokens": max_tokens, "buckets": chosen,
+            "chunk_tokens": chunk_tokens, "original_context": original_context,
             "long_bucket": chosen[-1] if sc.long_vs_short else None, "short_bucket": chosen[0],
             # vLLM's per-request cache_salt keeps reused prompts from hitting the prefix cache
             "cache_salt": not sc.shared_prefix, "prompts": [p.to_dict() for p in prompts]}
@@ -67,6 +71,17 @@ def load_hf_tokenizer(folder: str):
         return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as e:
         raise ValueError(f"--tokenizer {folder}: not a tokenizer folder ({str(e).splitlines()[0][:160]})") from None
+
+
+def payload(plan: dict, prompt: dict, salt: str | None, stream: bool = True) -> dict:
+    """The greedy request body for one planned prompt (streamed with usage under load)."""
+    body = {"model": plan["model"], "max_tokens": plan["max_tokens"], "temperature": 0.0, "stream": stream,
+            **request_fields(plan["endpoint"], prompt["text"])}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    if salt:
+        body["cache_salt"] = salt
+    return body
 
 
 def save_plan(plan: dict, path: Path) -> Path:

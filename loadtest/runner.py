@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest.metrics import parse_prometheus, server_side
-from loadtest.plan import make_plan, save_plan
+from loadtest.baseline import run_baseline
+from loadtest.plan import load_plan, make_plan, save_plan
 from loadtest.plots import write_plots
 from loadtest.scenarios import SCENARIOS
 from loadtest.server import ServerError, scrape
@@ -57,6 +58,14 @@ class RunConfig:
     """Seed for prompt windows, passkeys and depths."""
     tokenizer: str | None = None
     """Local folder with the served model's tokenizer, for servers without /tokenize (default: the server's)."""
+    baseline: bool = True
+    """Before the load, send every planned prompt alone (greedy) for a per-bucket accuracy baseline."""
+    chunk_tokens: int | None = None
+    """The server's prefill chunk, vLLM's --max-num-batched-tokens (`make serve`'s latency preset: 512): adds
+    needles whose key straddles its multiples."""
+    original_context: int | None = None
+    """The model's context before extension (a merged checkpoint's config.json, longctx.original): adds needles
+    just past it."""
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -64,6 +73,9 @@ class RunConfig:
         if self.users < 1 or (SCENARIOS[self.scenario].long_vs_short and self.users < 2):
             raise ValueError("--users must be at least 1 (long-vs-short: at least 2, one long and one short)")
         parse_duration(self.duration)
+        for name in ("chunk_tokens", "original_context"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive token count")
 
 
 def parse_duration(text: str) -> float:
@@ -97,7 +109,8 @@ def locust_env(cfg: RunConfig, plan: Path, records: Path) -> dict[str, str]:
 def prepare(cfg: RunConfig) -> Path:
     """Check the server and plan the prompts into cfg.out/plan.json; ServerError/ValueError on bad input."""
     plan = make_plan(cfg.host, cfg.api_key, cfg.scenario, list(cfg.buckets) if cfg.buckets else None,
-                     cfg.per_bucket, cfg.max_tokens, cfg.seed, tokenizer=cfg.tokenizer)
+                     cfg.per_bucket, cfg.max_tokens, cfg.seed, tokenizer=cfg.tokenizer,
+                     chunk_tokens=cfg.chunk_tokens, original_context=cfg.original_context)
     cfg.out.mkdir(parents=True, exist_ok=True)
     return save_plan(plan, cfg.out / "plan.json")
 
@@ -111,13 +124,16 @@ def run(cfg: RunConfig, log=print) -> int:
         return 2
     records = cfg.out / "records.jsonl"
     records.unlink(missing_ok=True)
+    base = None
+    if cfg.baseline:  # before the load, so it measures the same server and prompts unloaded
+        base = run_baseline(cfg.host, cfg.api_key, load_plan(plan), cfg.out / "baseline.jsonl", log)
     before = scrape(cfg.host, cfg.api_key) if cfg.metrics else None
     log(f"loadtest: {cfg.scenario} with {cfg.users} users for {cfg.duration} against {cfg.host}")
     code = subprocess.run(locust_command(cfg), env=locust_env(cfg, plan, records)).returncode
     after = scrape(cfg.host, cfg.api_key) if before else None
     server = server_side(parse_prometheus(before), parse_prometheus(after)) if before and after else None
     rows = load_records(records)
-    write_results(cfg, rows, server)
+    write_results(cfg, rows, server, base)
     log(f"loadtest: results in {cfg.out}/summary.md")
     return exit_code(code, rows)
 
@@ -130,10 +146,11 @@ def exit_code(locust_code: int, records: list[dict]) -> int:
     return 1 if not records or any(r["failure"] for r in records) else 0
 
 
-def write_results(cfg: RunConfig, records: list[dict], server: dict | None) -> None:
+def write_results(cfg: RunConfig, records: list[dict], server: dict | None,
+                  baseline: list[dict] | None = None) -> None:
     """summary.md and the PNG plots."""
     slo = Slo(cfg.slo_ttft_ms, cfg.slo_tpot_ms, cfg.slo_e2e_ms)
     title = f"{cfg.scenario}: {cfg.users} users, {cfg.duration}, {cfg.host}"
-    (cfg.out / "summary.md").write_text(render(records, slo, title, server))
+    (cfg.out / "summary.md").write_text(render(records, slo, title, server, baseline))
     if records:
         write_plots(records, cfg.out)

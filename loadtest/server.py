@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import requests
 
-from loadtest.prompts import Tokenizer
+from loadtest.prompts import Tokenizer, request_fields
 
 TIMEOUT_S = 30
 
@@ -63,19 +63,17 @@ def _post(host: str, path: str, api_key: str | None, body: dict) -> dict:
 
 
 def http_tokenizer(host: str, api_key: str | None, model: str, endpoint: str) -> Tokenizer:
-    """The served model's tokenizer; `count` renders the request as `endpoint` will (chat template, BOS)."""
+    """The served model's tokenizer; `render` renders the request as `endpoint` will (chat template, BOS)."""
     def encode(text: str) -> list[int]:
         return _post(host, "/tokenize", api_key, {"model": model, "prompt": text, "add_special_tokens": False})["tokens"]
 
     def decode(ids: list[int]) -> str:
         return _post(host, "/detokenize", api_key, {"model": model, "tokens": ids})["prompt"]
 
-    def count(text: str) -> int:
-        body = ({"model": model, "messages": [{"role": "user", "content": text}], "add_generation_prompt": True}
-                if endpoint == "chat" else {"model": model, "prompt": text})
-        return _post(host, "/tokenize", api_key, body)["count"]
+    def render(text: str) -> list[int]:
+        return _post(host, "/tokenize", api_key, {"model": model, **request_fields(endpoint, text)})["tokens"]
 
-    return Tokenizer(encode=encode, decode=decode, count=count)
+    return Tokenizer(encode=encode, decode=decode, render=render)
 
 
 def scrape(host: str, api_key: str | None) -> str | None:

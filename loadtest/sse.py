@@ -2,7 +2,9 @@
 
 Definitions follow `vllm bench serve`: TTFT is the first chunk that carries output text (the role chunk
 and empty deltas do not count); ITL is each gap between text chunks; TPOT is (E2E - TTFT) / (tokens - 1);
-E2E ends at the last data line of the stream."""
+E2E ends at the last data line of the stream. A vLLM server started with `--enable-per-request-metrics`
+adds its own timing to the final usage chunk (`metrics`: queue_time_ms, time_to_first_token_ms counted
+from scheduling, mean_itl_ms, ...; vLLM PR #46768)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ class StreamResult:
     """The stream ended with `data: [DONE]`."""
     error: str | None = None
     """An error the server sent inside the stream, or a stream that ended early."""
+    server: dict = field(default_factory=dict)
+    """The server's own per-request timing (vLLM's `metrics` object), empty where it sends none."""
 
 
 def parse_line(line: str | bytes) -> dict | str | None:
@@ -50,7 +54,7 @@ def chunk_text(chunk: dict) -> str:
 
 def stream_metrics(events: list[tuple[float, str | bytes]], start: float) -> StreamResult:
     """Latencies and output of a stream, given each line with the time it arrived and the send time."""
-    text, times, usage, done, error, last = [], [], {}, False, None, start
+    text, times, usage, server, done, error, last = [], [], {}, {}, False, None, start
     for t, line in events:
         payload = parse_line(line)
         last = t if payload is not None else last
@@ -60,6 +64,7 @@ def stream_metrics(events: list[tuple[float, str | bytes]], start: float) -> Str
             if "error" in payload:
                 error = str(payload["error"].get("message", payload["error"]))
             usage = payload.get("usage") or usage
+            server = payload.get("metrics") or server
             if piece := chunk_text(payload):
                 text.append(piece)
                 times.append(t - start)
@@ -71,4 +76,4 @@ def stream_metrics(events: list[tuple[float, str | bytes]], start: float) -> Str
         error = "stream ended without [DONE]"
     return StreamResult(text="".join(text), ttft=ttft, itl=[b - a for a, b in zip(times, times[1:])], tpot=tpot,
                         e2e=e2e, prompt_tokens=usage.get("prompt_tokens"), output_tokens=n_out, done=done,
-                        error=error)
+                        error=error, server=server)

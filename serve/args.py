@@ -123,6 +123,8 @@ def build_command(config: dict[str, Any], cfg: ServeConfig, machine: Machine, mo
     argv += parallel_args(cfg)
     if cfg.enforce_eager:
         argv.append("--enforce-eager")
+    if cfg.per_request_metrics:
+        argv.append("--enable-per-request-metrics")  # in streams: the final usage chunk (vLLM PR #46768)
     env = {"VLLM_CACHE_ROOT": str(machine.cache_root)}
     if cfg.api_key:
         env["VLLM_API_KEY"] = cfg.api_key  # not on the command line, where `ps` would show it

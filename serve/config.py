@@ -58,6 +58,8 @@ class ServeConfig:
     """Whole replicas of the model, each with its own KV cache, behind one server."""
     enforce_eager: bool = False
     """Skip torch.compile: a faster start (73 s here with it, 229 s compiling from an empty cache; separate runs)."""
+    per_request_metrics: bool = False
+    """Add vLLM's own timing (queue, time to first token) to each response, for the load tester's TTFT split."""
     vllm_args: tuple[str, ...] = field(default_factory=tuple)
     """Extra arguments passed to vLLM as they are (after `--`)."""
 

@@ -74,7 +74,7 @@ def serve_tiny(root: Path, dtype: str, *flags: str):
     port, log = free_port(), root / "server.log"
     env = {**os.environ, "LONGCTX_HOME": str(root / "home")}
     cmd = [sys.executable, "-m", "serve", str(model), "--port", str(port), "--api-key", API_KEY,
-           "--enforce-eager", "--kv-cache-gib", "1", "--dtype", dtype, *flags]
+           "--enforce-eager", "--kv-cache-gib", "1", "--per-request-metrics", "--dtype", dtype, *flags]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"

@@ -1,5 +1,6 @@
 """End to end: `python -m loadtest` against the real tiny vLLM server (random weights: answers are
-garbage, so wrong passkeys are expected; the transport must be clean)."""
+garbage, so wrong passkeys are expected; the transport must be clean). The server sends vLLM's
+per-request metrics (`python -m serve --per-request-metrics`), so the summary splits TTFT."""
 
 import csv
 import json
@@ -21,8 +22,8 @@ def loadtest(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 def test_headless_run_writes_results(tiny_server, tmp_path):
     out = tmp_path / "run"
     done = loadtest("--host", tiny_server.base_url, "--api-key", tiny_server.api_key, "--scenario", "chat",
-                    "--users", "2", "--duration", "20s", "--buckets", "200,400", "--per-bucket", "4",
-                    "--out", str(out), "--slo-ttft-ms", "2000")
+                    "--users", "2", "--duration", "20s", "--buckets", "300,450", "--per-bucket", "4",
+                    "--out", str(out), "--slo-ttft-ms", "2000", "--chunk-tokens", "64", "--original-context", "128")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for name in ("locust_stats.csv", "locust_failures.csv", "locust_stats_history.csv", "locust.html",
                  "summary.md", "latency_by_length.png", "ttft_distribution.png", "timeline.png"):
@@ -30,7 +31,7 @@ def test_headless_run_writes_results(tiny_server, tmp_path):
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert len(records) >= 4
     assert not [r["failure"] for r in records if r["failure"]], (out / "summary.md").read_text()
-    assert {r["prompt_tokens"] for r in records} <= {200, 400}
+    assert {r["prompt_tokens"] for r in records} <= {300, 450}
     stats = {(row["Type"], row["Name"]): row for row in csv.DictReader((out / "locust_stats.csv").open())}
     posts = [row for (kind, _), row in stats.items() if kind == "POST"]
     # Requests that finish while Locust shuts down are recorded after its final CSV was written (a fast
@@ -38,9 +39,30 @@ def test_headless_run_writes_results(tiny_server, tmp_path):
     counted = sum(int(r["Request Count"]) for r in posts)
     assert 0 < counted <= len(records) and len(records) - counted <= max(2, len(records) // 10)
     assert all(int(r["Failure Count"]) == 0 for r in posts)  # no transport failures
-    assert ("TTFT", "ttft@200") in stats and ("PASSKEY", "passkey@400") in stats
+    assert ("TTFT", "ttft@300") in stats and ("PASSKEY", "passkey@450") in stats
     summary = (out / "summary.md").read_text()
     assert "| TTFT |" in summary and "passkey accuracy" in summary and "mean TTFT (s)" in summary
+    # the baseline ran first, one request per planned prompt, and leads the summary beside the load
+    plan = json.loads((out / "plan.json").read_text())
+    baseline = [json.loads(line) for line in (out / "baseline.jsonl").read_text().splitlines()]
+    assert len(baseline) == len(plan["prompts"]) and not [b for b in baseline if b["failure"]]
+    assert {(p["bucket"], p["kind"]) for p in plan["prompts"]} == {
+        (b, kind) for b in ("300", "450") for kind in ("spread", "chunk", "past-original")}
+    assert summary.startswith("# chat") and summary.index("Effective context under load") < summary.index("| TTFT |")
+    assert "Effective context one request at a time" in summary and "| 450 | past-original |" in summary
+    assert {r["kind"] for r in records} <= {"spread", "chunk", "past-original"}
+    assert "TTFT split by the server" in summary and any(r["queue"] is not None for r in records)
+
+
+@pytest.mark.slow
+def test_no_baseline(tiny_server, tmp_path):
+    out = tmp_path / "run"
+    done = loadtest("--host", tiny_server.base_url, "--api-key", tiny_server.api_key, "--scenario", "completions",
+                    "--users", "1", "--duration", "5s", "--buckets", "300", "--per-bucket", "2", "--out", str(out),
+                    "--no-baseline")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = (out / "summary.md").read_text()
+    assert not (out / "baseline.jsonl").exists() and "| 300 | spread | not run |" in summary
 
 
 @pytest.mark.slow

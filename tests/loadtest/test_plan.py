@@ -12,11 +12,11 @@ CORPUS = ("Now is the winter of our discontent made glorious summer by this sun 
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["chat", "completions"])
 def test_local_tokenizer_plans_what_the_server_plans(tiny_server, scenario):
-    args = dict(host=tiny_server.base_url, api_key=tiny_server.api_key, scenario=scenario, buckets=["200", "450"],
+    args = dict(host=tiny_server.base_url, api_key=tiny_server.api_key, scenario=scenario, buckets=["300", "450"],
                 per_bucket=2, max_tokens=8, seed=3, corpus=CORPUS)
     by_server = make_plan(**args)
     locally = make_plan(**args, tokenizer=str(tiny_server.model_dir))
-    assert [p["tokens"] for p in by_server["prompts"]] == [200, 200, 450, 450]
+    assert [p["tokens"] for p in by_server["prompts"]] == [300, 300, 450, 450]
     assert locally == by_server
 
 

@@ -54,3 +54,24 @@ def test_unreachable_host_is_bad_input(tmp_path):
     code = run(RunConfig(host="http://127.0.0.1:9", out=tmp_path / "r"), log=said.append)
     assert code == 2 and len(said) == 1 and "cannot reach" in said[0]
     assert not (tmp_path / "r").exists()  # nothing started
+
+
+def test_baseline_and_needle_flags(tmp_path):
+    from loadtest.__main__ import config, parser
+
+    cfg = config(parser().parse_args(["--host", "http://h:1", "--out", str(tmp_path), "--chunk-tokens", "512",
+                                      "--original-context", "2048"]))
+    assert cfg.baseline and cfg.chunk_tokens == 512 and cfg.original_context == 2048
+    assert not config(parser().parse_args(["--host", "h", "--out", str(tmp_path), "--no-baseline"])).baseline
+    with pytest.raises(ValueError, match="--chunk-tokens must be a positive token count"):
+        RunConfig(host="h", out=tmp_path, chunk_tokens=0)
+
+
+def test_the_runner_imports_no_torch_transformers_or_locust():
+    import subprocess
+    import sys
+
+    code = ("import sys, loadtest.__main__, loadtest.baseline, loadtest.accuracy; "
+            "print(sorted(m for m in ('torch', 'transformers', 'locust') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

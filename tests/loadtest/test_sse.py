@@ -52,3 +52,16 @@ def test_parse_line():
     assert parse_line(b"data: [DONE]") == DONE
     assert parse_line(": keep-alive") is None and parse_line("") is None
     assert parse_line('data: {"a": 1}') == {"a": 1}
+
+
+def test_server_timing_rides_on_the_usage_chunk():
+    # the final chunk as vLLM (--enable-per-request-metrics) serializes it: usage plus `metrics`, nulls left out
+    usage = ('data: {"id":"c","object":"text_completion","created":1,"model":"m","choices":[],'
+             '"usage":{"prompt_tokens":9,"total_tokens":11,"completion_tokens":2},'
+             '"metrics":{"time_to_first_token_ms":80.5,"generation_time_ms":20.0,"queue_time_ms":12.25}}')
+    lines = [(1.0, 'data: {"choices":[{"index":0,"text":" 4"}]}'), (1.1, 'data: {"choices":[{"index":0,"text":"2"}]}'),
+             (1.2, usage), (1.2, "data: [DONE]")]
+    r = stream_metrics(lines, start=0.5)
+    assert r.server == {"time_to_first_token_ms": 80.5, "generation_time_ms": 20.0, "queue_time_ms": 12.25}
+    assert r.text == " 42" and r.output_tokens == 2
+    assert stream_metrics(timed("chat_stream.sse"), start=100.0).server == {}

@@ -67,3 +67,30 @@ def test_prometheus_deltas():
     s = server_side(before, after)
     assert s["mean TTFT (s)"] == pytest.approx(0.5) and s["prefix-cache hit rate"] == pytest.approx(0.25)
     assert s["KV-cache use at end"] == 0.25 and s["mean queue time (s)"] is None
+
+
+def trial(bucket, ok, depth=0.5, kind="spread"):
+    return {"bucket": bucket, "kind": kind, "depth": depth, "passkey_ok": ok, "failure": None}
+
+
+def test_summary_leads_with_accuracy_against_the_baseline():
+    base = [trial("1k", True)] * 10 + [trial("8k", True, depth=0.9)] * 10 + [trial("8k", True, kind="chunk")] * 2
+    load = ([rec(0.0, "1k", 0.1, 1.0, tokens=1024)] * 10
+            + [rec(1.0, "8k", 0.1, 1.0, ok=i < 3, tokens=8192) | {"depth": 0.9} for i in range(10)])
+    md = render(load, Slo(), "t", baseline=base)
+    assert md.index("## Passkey accuracy") < md.index("## Latency")
+    assert "**Effective context under load: 1k (1024 tokens)**" in md
+    assert "Effective context one request at a time: 8k (8192 tokens)" in md
+    assert "| 8k | spread | 10/10 = 100% [72%, 100%] | 3/10 = 30% [11%, 60%] | 0.00155 | **drop** |" in md
+    assert "| 1k | spread | 10/10 = 100% [72%, 100%] | 10/10 = 100% [72%, 100%] | 1 |  |" in md
+    assert "| 8k | chunk | 2/2 = 100% [34%, 100%] | - | - |  |" in md  # measured alone only
+    assert "| 8k | - | - | - | - | 10/10 · 3/10 |" in md  # depth 0.9: the last bin
+
+
+def test_summary_without_baseline_and_with_server_timing():
+    load = [rec(0.0, "200", 0.1, 1.0) | {"queue": 0.02, "prefill": 0.05}, rec(1.0, "200", 0.3, 1.0, ok=False)]
+    md = render(load, Slo(), "t")
+    assert "**Effective context under load: below the shortest bucket**" in md  # 1/2 correct
+    assert "one request at a time:" not in md and "| 200 | spread | not run | 1/2" in md
+    assert "| 200 | 1 | 200.0 | 20.0 | 20.0 | 50.0 | 50.0 |" in md  # TTFT split: only the first has server timing
+    assert "TTFT split" not in render(RECORDS, Slo(), "t")

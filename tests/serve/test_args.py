@@ -122,3 +122,10 @@ def test_more_ranks_than_cores_is_refused():
         build_command(SMOL, ServeConfig(tensor_parallel_size=2, data_parallel_size=2), CPU, Path("/m"))
     with pytest.raises(ValueError, match="--tensor-parallel-size must be at least 1"):
         ServeConfig(tensor_parallel_size=0)
+
+
+def test_per_request_metrics_flag():
+    argv, _ = build_command(SMOL, parse_args(["--per-request-metrics"]), CPU, Path("/m/x"))
+    assert "--enable-per-request-metrics" in argv
+    argv, _ = build_command(SMOL, parse_args([]), CPU, Path("/m/x"))
+    assert "--enable-per-request-metrics" not in argv
