@@ -146,18 +146,30 @@ def disconnect(model: str, prompts: list[list[int]], clients: int) -> Report:
                   [asdict(o) for o in outcomes])
 
 
-def burst(model: str, prompts: list[list[int]], clients: int, prompt_tokens: int) -> Report:
+def kv_cache_tokens(log: Path) -> int | None:
+    """The KV cache's size in tokens, as vLLM logs it at start-up."""
+    found = re.findall(r"KV cache size: ([\d,]+) tokens", log.read_text(errors="replace"))
+    return int(found[-1].replace(",", "")) if found else None
+
+
+def burst(model: str, prompts: list[list[int]], clients: int, prompt_tokens: int, log: Path) -> Report:
     before = gauges()
     bodies = [{"model": model, "prompt": prompts[i % len(prompts)][:prompt_tokens], "max_tokens": 32,
                "temperature": 0} for i in range(clients)]
     outcomes, threads, _ = run_clients(bodies, timeout=1800)
+    most_waiting = 0.0
+    while any(t.is_alive() for t in threads):
+        most_waiting = max(most_waiting, gauges()["vllm:num_requests_waiting"])
+        time.sleep(2)
     for t in threads:
         t.join(timeout=1900)
     hung = sum(t.is_alive() for t in threads)
     answered = sum(o.done for o in outcomes)
     clear_errors = sum(not o.done and o.error is not None for o in outcomes)
     after = served_normally(model)
-    facts = {"requests": clients, "prompt tokens each": prompt_tokens, "answered": answered,
+    facts = {"requests": clients, "prompt tokens each": prompt_tokens,
+             "KV cache (tokens, from vLLM's log)": kv_cache_tokens(log), "most requests waiting at once": most_waiting,
+             "answered": answered,
              "clear errors": clear_errors, "lost or hung": clients - answered - clear_errors + hung,
              "preemptions during the burst": gauges()["vllm:num_preemptions_total"]
              - before["vllm:num_preemptions_total"],
@@ -214,7 +226,16 @@ def stop(server) -> None:
 
 
 def write(reports: list[Report], header: str, args, out: Path) -> None:
+    """faults.{json,md}; faults not run this time keep their earlier reports (and say when they ran)."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    earlier = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
+    ran = {r.fault for r in reports}
+    kept = [Report(**r) for r in earlier.get("reports", []) if r["fault"] not in ran]
+    for r in kept:
+        then = {"measured in an earlier run": earlier.get("header", "").splitlines()[0].lstrip("- "),
+                "server arguments then": " ".join(earlier.get("settings", {}).get("server_args", []))}
+        r.facts = {**then, **r.facts} if "measured in an earlier run" not in r.facts else r.facts
+    reports = sorted(kept + reports, key=lambda r: FAULTS.index(r.fault))
     out.with_suffix(".json").write_text(json.dumps({"header": header, "settings": vars(args) | {"out": str(out)},
                                                     "reports": [asdict(r) for r in reports]}, indent=2,
                                                    default=str) + "\n")
@@ -234,10 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS))
     p.add_argument("--clients", type=int, default=50, help="disconnecting clients (kill: 8 streams, burst: 12)")
     p.add_argument("--burst-tokens", type=int, default=3000, help="prompt tokens of each burst request")
-    p.add_argument("--server-args", nargs="*", default=["--max-model-len", "4096", "--", "--kv-cache-memory-bytes",
-                                                        str(256 * 2**20)],
-                   help="extra `python -m serve` arguments; the default KV cache (256 MiB) holds fewer "
-                        "tokens than the burst")
+    p.add_argument("--server-args", nargs="*", default=["--max-model-len", "4096", "--kv-cache-gib", "1",
+                                                        "--dtype", "float32"],
+                   help="extra `python -m serve` arguments; by default a 1 GiB float32 KV cache, which holds "
+                        "fewer tokens than the burst (vLLM logs its size; the report quotes it)")
     p.add_argument("--out", type=Path, default=RESULTS / "faults.md")
     args = p.parse_args(argv)
     from finetune.default_model import ensure_default_model
@@ -256,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             if fault == "disconnect":
                 reports.append(disconnect(model_dir.name, prompts, args.clients))
             elif fault == "burst":
-                reports.append(burst(model_dir.name, prompts, 12, args.burst_tokens))
+                reports.append(burst(model_dir.name, prompts, 12, args.burst_tokens, log))
             else:
                 reports.append(kill(model_dir.name, prompts, 8, server, log))
         finally:
