@@ -28,7 +28,7 @@ HELDOUT_FRACTION = TrainConfig.eval_fraction
 
 
 def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
-    """Measure, write eval.json, perplexity.png, passkey.png (and multikey.png) into `cfg.out`, and return that folder."""
+    """Measure, write eval.json and the plots (perplexity, passkey, multi-key) into `cfg.out`; return it."""
     started = time.time()
     device = torch.device("cuda" if hardware.cuda_available() else "cpu")
     dtype = eval_dtype(cfg.dtype, device)

@@ -32,7 +32,8 @@ def test_grading_is_exact_and_records_the_trial():
 
 def test_accuracy_counts_per_length_and_kind():
     records = [{"kind": "single", "length": 512, "correct": True}, {"kind": "single", "length": 256, "correct": False},
-               {"kind": "single", "length": 512, "correct": False}, {"kind": "multikey", "length": 512, "correct": True}]
+               {"kind": "single", "length": 512, "correct": False},
+               {"kind": "multikey", "length": 512, "correct": True}]
     assert retrieval.accuracy(records, "single") == {256: (0, 1), 512: (1, 2)}
     assert retrieval.accuracy(records, "multikey") == {512: (1, 1)}
 
