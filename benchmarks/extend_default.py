@@ -41,8 +41,6 @@ from finetune.home import atomic_dir, longctx_home  # noqa: E402
 from finetune.rope import original_context  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
-# The SIMD flags that decide which dtype is fast on a CPU (finetune/hardware.py), for the results header.
-SIMD = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
 @dataclass(frozen=True)
@@ -217,6 +215,7 @@ def collect(row: Row, s: Settings, work: Path) -> dict:
            "served": str(row.served or row.model), "serve_flags": list(row.serve_flags),
            "perplexity": {n: r["perplexity"][0] for n, r in ppl.items()},
            "eval_seconds": {n: r["seconds"] for n, r in ppl.items()},
+           "eval_dtype": {n: r.get("dtype") for n, r in ppl.items()},
            "retrieval": {n: r for n, r in records.items() if r}}
     if row.run is not None:
         out["run"] = run_record(row.run)
@@ -366,15 +365,6 @@ def shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
-def header(argv: list[str]) -> str:
-    from finetune.hardware import best_dtype, cpu_flags, cuda_available
-
-    flags = cpu_flags()
-    return "\n".join([machine_header(argv), f"- dtype (eval and serving, as auto picks it here): "
-                      f"{best_dtype(cuda_available())}; CPU SIMD flags: "
-                      + (", ".join(f for f in SIMD if f in flags) or "none of " + ", ".join(SIMD))])
-
-
 def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str]) -> None:
     original = original_context(json.loads((s.base / "config.json").read_text()))
     title = f"{s.base.name}: {original} → {original * s.factor} tokens"
@@ -383,7 +373,7 @@ def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str]) ->
     out.with_suffix(".json").write_text(json.dumps({"settings": dataclasses.asdict(s), "results": results},
                                                    indent=2, default=str) + "\n")
     data = ", ".join(shown(d) for d in s.data) if s.data else "the held-out tail of the default corpus"
-    text = [f"# {title}: training-free RoPE scaling against trained runs", "", header(argv), "",
+    text = [f"# {title}: training-free RoPE scaling against trained runs", "", machine_header(argv), "",
             f"**Perplexity**: `finetune eval`, full attention, on {data}, {s.max_windows} window(s) per length. "
             f"**Retrieval**: through `python -m serve` (vLLM, eager), prompts sent as token ids (length checked "
             f"against the server's count), greedy; single key = LongLoRA's pass key in its repeated filler, "
