@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -365,7 +366,13 @@ def shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
-def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str]) -> None:
+def invocations(entries: list[dict]) -> list[str]:
+    """The invocations that measured the cached cells (the header's command may only have reported)."""
+    return [f"- {e['start']} – {e['end']} UTC{'' if e['finished'] else ' (stopped before the end)'}, load "
+            f"{' / '.join(map(str, e['load']))} at the end: `{e['command']}`" for e in entries]
+
+
+def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str], log: list[dict] = ()) -> None:
     original = original_context(json.loads((s.base / "config.json").read_text()))
     title = f"{s.base.name}: {original} → {original * s.factor} tokens"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -383,7 +390,8 @@ def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str]) ->
             f"measured yet.", "", *table(s, results), "", *targets(s, results), "",
             f"![perplexity and retrieval against length]({out.with_suffix('.png').name})", "",
             "What each measured cell cost (wall seconds on this machine, shared with other work):", "",
-            *timings(s, results), "", "Retrieval answers at each row's longest measured length:", "",
+            *timings(s, results), "", "Invocations that measured (cells are cached: each was measured once):", "",
+            *invocations(list(log)), "", "Retrieval answers at each row's longest measured length:", "",
             *answers(s, results), ""]
     out.write_text("\n".join(text))
     print(f"wrote {out}, {out.with_suffix('.png')} and {out.with_suffix('.json')}")
@@ -401,7 +409,8 @@ def parse(argv: list[str] | None) -> tuple[Settings, Path, list[str], list[str]]
                        help=f"(default: {f.default if f.default not in (None, ()) else 'see the module doc'})")
     p.add_argument("--rows", nargs="+", default=None,
                    help=f"rows to measure: {', '.join(FREE)} and the --runs folders' names (default: all but linear)")
-    p.add_argument("--measure", nargs="+", choices=["ppl", "retrieval"], default=["ppl", "retrieval"])
+    p.add_argument("--measure", nargs="*", choices=["ppl", "retrieval"], default=["ppl", "retrieval"],
+                   help="what to measure in the chosen rows (default: both; none: only rewrite the report)")
     p.add_argument("--out", type=Path, default=RESULTS / "default-extended.md", help="the results file")
     a = vars(p.parse_args(argv))
     out, rows, measures = a.pop("out"), a.pop("rows"), a.pop("measure")
@@ -426,17 +435,36 @@ def main(argv: list[str] | None = None) -> None:
     names = [*FREE, *(r.name for r in s.runs)]
     if bad := [r for r in (wanted or []) if r not in names]:
         raise SystemExit(f"unknown row {bad[0]!r}; choose from {', '.join(names)}")
-    started = time.time()
+    started, command = time.time(), sys.argv if argv is None else ["benchmarks/extend_default.py", *argv]
     rows = [training_free_row(k, s, work) for k in FREE] + [trained_row(r, work) for r in s.runs]
-    for row in rows:
-        if row.key in (wanted or [k for k in names if k != "linear"]):
-            for n in s.ppl_lengths if "ppl" in measures else ():
-                measure_ppl(row, s, n, work)
-            if "retrieval" in measures:
-                measure_retrieval(row, s, s.retrieval_lengths, work)
+    finished = False
+    try:
+        for row in rows:
+            if row.key in (wanted or [k for k in names if k != "linear"]):
+                for n in s.ppl_lengths if "ppl" in measures else ():
+                    measure_ppl(row, s, n, work)
+                if "retrieval" in measures:
+                    measure_retrieval(row, s, s.retrieval_lengths, work)
+        finished = True
+    finally:
+        if measures:
+            log_invocation(work, command, started, finished)
     results = {row.key: r for row in rows if (r := collect(row, s, work))["perplexity"] or r["retrieval"]}
-    report(s, results, out, sys.argv if argv is None else ["benchmarks/extend_default.py", *argv])
+    report(s, results, out, command, read_invocations(work))
     print(f"{(time.time() - started) / 60:.1f} min")
+
+
+def log_invocation(work: Path, command: list[str], started: float, finished: bool) -> None:
+    """Append a measuring invocation (command, UTC start and end, load) to the log the report lists."""
+    utc = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))  # noqa: E731
+    entry = {"command": shlex.join(["python", *command]), "start": utc(started), "end": utc(time.time()),
+             "finished": finished, "load": [round(x, 1) for x in os.getloadavg()]}
+    with (work / "invocations.jsonl").open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def read_invocations(work: Path) -> list[dict]:
+    return retrieval.read_records(work / "invocations.jsonl")
 
 
 if __name__ == "__main__":

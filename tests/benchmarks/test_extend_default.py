@@ -62,3 +62,8 @@ def test_rows_cell_by_cell(tmp_path, monkeypatch, capsys):
     extend_default.main([*common, "--rows", "unchanged", "run"])  # every cell of these rows is cached
     printed = capsys.readouterr().out
     assert "==" not in printed and "wrote" in printed
+    out.unlink()
+    extend_default.main([*common, "--rows", "dynamic", "--measure"])  # measure nothing, only report
+    assert "== " not in capsys.readouterr().out and "| base + yarn ×4, no training (`yarn`) |" in out.read_text()
+    measured = out.read_text().split("Invocations that measured")[1].split("\n\n")[1].splitlines()
+    assert len(measured) == 3 and "--measure ppl" in measured[0] and "--measure retrieval" in measured[1]
