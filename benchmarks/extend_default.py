@@ -389,7 +389,9 @@ def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str], lo
             f"naming one, {s.depth_bins} × {s.multikey_trials} per length. Cells: correct/trials; — = not "
             f"measured yet.", "", *table(s, results), "", *targets(s, results), "",
             f"![perplexity and retrieval against length]({out.with_suffix('.png').name})", "",
-            "What each measured cell cost (wall seconds on this machine, shared with other work):", "",
+            "What each measured cell cost (wall seconds on this machine, shared with other work; single-key "
+            "prompts of one length share their filler up to the needle, so vLLM's prefix cache shortens the "
+            "deeper ones, and a server start adds minutes per row):", "",
             *timings(s, results), "", "Invocations that measured (cells are cached: each was measured once):", "",
             *invocations(list(log)), "", "Retrieval answers at each row's longest measured length:", "",
             *answers(s, results), ""]
