@@ -30,6 +30,7 @@ import json
 import os
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -204,8 +205,11 @@ def measure_retrieval(row: Row, s: Settings, lengths: tuple[int, ...], work: Pat
         for length, requests in todo:
             retrieval.run(f"http://127.0.0.1:{s.port}", requests, retrieval_cell(row, s, length, work))
     finally:
-        proc.terminate()
-        proc.wait(timeout=120)
+        proc.terminate()  # `python -m serve` forwards it to vLLM
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def collect(row: Row, s: Settings, work: Path) -> dict:
