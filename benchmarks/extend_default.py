@@ -370,6 +370,16 @@ def shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
+def caveats(results: dict[str, dict]) -> list[str]:
+    """Where the served model and the evaluated one are not the same function of position."""
+    if "dynamic" not in results:
+        return []
+    return ["- `dynamic`: transformers (perplexity) rescales only past the original context, by the current "
+            "length; the server computes one NTK base for the whole served length (finetune/rope.py, "
+            "`serving_rope`) and uses it at every length. Its retrieval below the served length is therefore "
+            "that of a fixed NTK ×factor RoPE, not of the dynamic one its perplexity measures."]
+
+
 def invocations(entries: list[dict]) -> list[str]:
     """The invocations that measured the cached cells (the header's command may only have reported)."""
     return [f"- {e['start']} – {e['end']} UTC{'' if e['finished'] else ' (stopped before the end)'}, load "
@@ -391,7 +401,7 @@ def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str], lo
             f"{s.depth_bins} depth bins × {s.trials} trial(s) per length; multi-key = {s.keys} keys of one form "
             f"(\"The pass key for <name> is <5 digits>\") at spread depths in the held-out text, the question "
             f"naming one, {s.depth_bins} × {s.multikey_trials} per length. Cells: correct/trials; — = not "
-            f"measured yet.", "", *table(s, results), "", *targets(s, results), "",
+            f"measured yet.", "", *table(s, results), "", *targets(s, results), *caveats(results), "",
             f"![perplexity and retrieval against length]({out.with_suffix('.png').name})", "",
             "What each measured cell cost (wall seconds on this machine, shared with other work; single-key "
             "prompts of one length share their filler up to the needle, so vLLM's prefix cache shortens the "
