@@ -332,6 +332,7 @@ def plot(s: Settings, results: dict[str, dict], title: str, path: Path) -> None:
     """Left: perplexity against length per row. Right: retrieval accuracy against length (single solid,
     multi-key dashed, same colour per row)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -342,10 +343,11 @@ def plot(s: Settings, results: dict[str, dict], title: str, path: Path) -> None:
         ns = [n for n in s.ppl_lengths if n in r["perplexity"]]
         if ns:
             ax.plot(ns, [r["perplexity"][n]["perplexity"] for n in ns], marker="o", color=colour, label=key)
-        for kind, style in (("single", "-"), ("multikey", "--")):
+        for kind, style, mark in (("single", "-", "o"), ("multikey", "--", "s")):
             got = [(n, h) for n in s.retrieval_lengths if (h := hits(r, kind, n))]
             if got:
-                bx.plot([n for n, _ in got], [a / b for _, (a, b) in got], style, marker="o", color=colour,
+                bx.plot([n for n, _ in got], [a / b for _, (a, b) in got], style, marker=mark, color=colour,
+                        fillstyle="full" if kind == "single" else "none",
                         label=f"{key} ({'single key' if kind == 'single' else f'{s.keys} keys'})")
     for axis, lengths in ((ax, s.ppl_lengths), (bx, s.retrieval_lengths)):
         axis.set_xscale("log", base=2)
@@ -355,6 +357,8 @@ def plot(s: Settings, results: dict[str, dict], title: str, path: Path) -> None:
         if axis.get_lines():
             axis.legend(fontsize=7)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_ylabel("perplexity on held-out text (log)")
     ax.set_title(title, fontsize=10)
     bx.set_ylim(-0.05, 1.05)
