@@ -68,14 +68,14 @@ def corpus_token_ids(tokenizer, min_tokens: int) -> list[int]:
 
 
 def start_server(model: Path, profile: str, cache_home: Path, eager: bool, log: Path,
-                 extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, float]:
-    """`python -m serve` on PORT; returns the process and the seconds until /v1/models answered."""
-    cmd = [sys.executable, "-m", "serve", str(model), "--port", str(PORT), "--profile", profile]
+                 extra: tuple[str, ...] = (), port: int = PORT) -> tuple[subprocess.Popen, float]:
+    """`python -m serve` on `port`; returns the process and the seconds until /v1/models answered."""
+    cmd = [sys.executable, "-m", "serve", str(model), "--port", str(port), "--profile", profile]
     cmd += (["--enforce-eager"] if eager else []) + list(extra)
     env = {**os.environ, "LONGCTX_HOME": str(cache_home)}
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    return proc, wait_ready(proc, URL, log, start)
+    return proc, wait_ready(proc, f"http://127.0.0.1:{port}", log, start)
 
 
 def wait_ready(proc: subprocess.Popen, url: str, log: Path, start: float) -> float:

@@ -1,18 +1,25 @@
-"""The embedded default model extended 8k -> 16k with LongLoRA: perplexity and passkey, before and after.
+"""The embedded default model extended ×4 (8k -> 32k): training-free RoPE scaling against trained and merged runs.
 
-Three rows, each measured by `finetune eval` (full attention) on the held-out tail of the default corpus,
-text that no `finetune train` run on that corpus trains on:
+Rows (each a base or merged checkpoint):
 
-  base      SmolLM2-135M-Instruct as shipped, its RoPE unchanged past its 8k context
-  base+PI   the same with linear position interpolation x2 at load time, no training
-  LongLoRA  `finetune merge` of a `finetune train` run (default: runs/smollm2-16k, from the preset)
+  unchanged   SmolLM2-135M-Instruct as shipped, its RoPE unchanged past its 8k context
+  dynamic     dynamic NTK ×4 (--factor) at load/serve time, no training
+  yarn        YaRN ×4 at load/serve time, no training
+  linear      position interpolation ×4, no training (only when asked for: --rows linear)
+  RUN names   `finetune merge` of each `finetune train` run given with --runs (PI+LongLoRA, YaRN+LongLoRA, PoSE...)
 
-It writes benchmarks/results/default-extended.md (with .json and .png), including the run's own record
-(steps, loss, held-out loss, seconds per step). Evaluations are cached per row and settings under
-$LONGCTX_HOME/default-extended, so a rerun after more training re-measures only the trained row.
+Each row gets perplexity by `finetune eval` (full attention, ppl only) at --ppl-lengths on held-out text of
+another genre than the training data (--data, e.g. Jane Austen's novels), and retrieval through the served
+checkpoint (`python -m serve`, greedy, benchmarks/retrieval.py): the single pass key (LongLoRA's protocol)
+and the multi-key needle (RULER's MK-NIAH, the --data text as haystack) at --retrieval-lengths.
 
-    finetune train --preset presets/smollm2-16k.toml     # the run; meant for a GPU, hours on a CPU
-    python benchmarks/extend_default.py                  # then this
+Every cell (row × length × measure) is cached under $LONGCTX_HOME/default-extended by the model's contents
+and the settings, and retrieval records are appended as they come, so the table fills in over several
+invocations (`--rows`, `--measure`) and an interrupted one resumes where it stopped. Each invocation
+rewrites benchmarks/results/default-extended.md (+ .json, .png) from every cell cached so far.
+
+    finetune train --target-length 32768 --rope yarn --out runs/yarn-32k ...      # the trained rows
+    python benchmarks/extend_default.py --data austen/ --runs runs/yarn-32k --rows unchanged yarn yarn-32k
 """
 
 from __future__ import annotations
@@ -21,174 +28,342 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import REPO, digest, finetune, machine_header  # noqa: E402
-from finetune.home import longctx_home  # noqa: E402
+from benchmarks import retrieval  # noqa: E402
+from benchmarks.common import PORT, REPO, digest, finetune, machine_header, start_server  # noqa: E402
+from finetune.home import atomic_dir, longctx_home  # noqa: E402
+from finetune.rope import original_context  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 
 
 @dataclass(frozen=True)
 class Settings:
-    run: Path = Path("runs/smollm2-16k")
-    """the `finetune train` run to merge and evaluate"""
     base: Path | None = None
     """the base model folder; default: the embedded SmolLM2-135M-Instruct"""
-    lengths: tuple[int, ...] = (8192, 16384)
+    runs: tuple[Path, ...] = ()
+    """`finetune train` run folders: each is merged and is a row named after its folder"""
+    factor: int = 4
+    """extension factor of the training-free rows (served length = original context × factor)"""
+    data: tuple[Path, ...] = ()
+    """held-out text (files or folders) for perplexity and the multi-key haystack; default: the held-out
+    tail of the default corpus (the training genre: give another one)"""
+    ppl_lengths: tuple[int, ...] = (2048, 8192, 16384, 32768)
     """perplexity window lengths (tokens)"""
     max_windows: int = 2
-    """perplexity windows per length (a 16k forward pass takes minutes on 2 cores)"""
-    passkey_lengths: tuple[int, ...] = (2048, 16256)
-    """passkey prompt lengths: one short sanity length, one near 16k with room for the answer"""
-    passkey_depths: int = 3
-    """depth bins for the needle"""
-    passkey_trials: int = 1
-    """trials per length and depth bin"""
+    """perplexity windows per length"""
+    retrieval_lengths: tuple[int, ...] = (8192, 16384, 24576, 32760)
+    """prompt lengths for retrieval; prompt + answer must fit the served length (32760 + 7 <= 32768)"""
+    depth_bins: int = 5
+    """needle depth bins per length"""
+    trials: int = 1
+    """single-key trials per length and depth bin (the same keys and depths at every length)"""
+    multikey_trials: int = 1
+    """multi-key trials per length and depth bin"""
+    keys: int = 4
+    """needles per multi-key prompt"""
     seed: int = 0
-    data: tuple[Path, ...] = ()
-    """held-out text files for `finetune eval --data`; default: the held-out tail of the default corpus"""
+    """seed of keys, names, depths and haystack offsets"""
+    port: int = PORT
+    """port of the servers this script starts (one at a time, on 127.0.0.1)"""
+    kv_cache_gib: int = 2
+    """KV cache of each server (a 32k sequence of SmolLM2 takes 0.7 GiB in bf16)"""
 
 
 @dataclass(frozen=True)
 class Row:
     key: str
     label: str
+    model: Path
+    """the checkpoint `finetune eval` loads"""
+    eval_flags: tuple[str, ...] = ()
+    served: Path | None = None
+    """the checkpoint the server loads, if not `model`"""
+    serve_flags: tuple[str, ...] = ()
+    run: Path | None = None
 
 
-ROWS = (Row("base", "base, RoPE unchanged"), Row("pi", "base + PI, no training"),
-        Row("longlora", "LongLoRA run, merged"))
+FREE = ("unchanged", "dynamic", "yarn", "linear")  # linear (PI without training) only when asked for
+
+
+def training_free_row(key: str, s: Settings, work: Path) -> Row:
+    """A row of the base with RoPE scaling applied at load time (eval) and at serve time (vLLM)."""
+    if key == "unchanged":
+        length = original_context(json.loads((s.base / "config.json").read_text())) * s.factor
+        return Row(key, "base, RoPE unchanged", s.base, served=unchanged_variant(s.base, work, length))
+    flags = ("--rope", key, "--factor", str(s.factor))
+    return Row(key, f"base + {key} ×{s.factor}, no training", s.base, flags, serve_flags=flags)
+
+
+def unchanged_variant(base: Path, work: Path, length: int) -> Path:
+    """The base with room for `length` positions in vLLM and its RoPE as it is: the weights linked, config.json
+    with max_position_embeddings raised (default RoPE ignores it; vLLM sizes its cos/sin cache and max length
+    by it) and without the longctx block (whose trained length would cap the server)."""
+    config = json.loads((base / "config.json").read_text())
+    out = work / f"unchanged-{length}-{digest(model_stamp(base))}"
+    if (out / "config.json").is_file():
+        return out
+    with atomic_dir(out) as tmp:
+        for f in base.iterdir():
+            if f.name != "config.json":
+                (tmp / f.name).symlink_to(f.resolve())
+        config = {k: v for k, v in config.items() if k != "longctx"}
+        (tmp / "config.json").write_text(json.dumps({**config, "max_position_embeddings": length}, indent=2) + "\n")
+    return out
+
+
+def trained_row(run: Path, work: Path) -> Row:
+    info = json.loads((run / "run.json").read_text())
+    st = info["settings"]
+    pose = f", PoSE window {st['pose_window']}" if st.get("pose_window") else ""
+    label = f"{st['rope']} + {st['mode']} ({st['attention']} attention{pose}), trained, merged"
+    return Row(run.name, label, merged_model(run, work), run=run)
+
+
+def merged_model(run: Path, work: Path) -> Path:
+    """The run merged into a servable folder (re-merged when the run has a newer checkpoint)."""
+    checkpoints = sorted((run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() else []
+    out = work / f"merged-{run.name}-{digest([str(run.resolve()), [c.name for c in checkpoints]])}"
+    if not (out / "config.json").is_file():
+        finetune("merge", str(run), "--out", str(out))
+    return out
 
 
 def model_stamp(model: Path) -> dict:
     """What identifies a model folder's contents cheaply: its config and its weight files' sizes and times."""
     weights = sorted(model.glob("*.safetensors"))
     return {"config": (model / "config.json").read_text(),
-            "weights": [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]}
+            "weights": [(w.name, w.resolve().stat().st_size, w.resolve().stat().st_mtime_ns) for w in weights]}
 
 
-def merged_model(s: Settings, work: Path) -> Path:
-    """The run merged into a servable folder (re-merged when the run has a newer checkpoint)."""
-    checkpoints = sorted((s.run / "checkpoints").glob("step-*")) if (s.run / "checkpoints").is_dir() else []
-    out = work / f"merged-{s.run.name}-{digest([str(s.run.resolve()), [c.name for c in checkpoints]])}"
-    if not (out / "config.json").is_file():
-        finetune("merge", str(s.run), "--out", str(out))
+# ---------------------------------------------------------------- cells
+
+
+def ppl_cell(row: Row, s: Settings, length: int, work: Path) -> Path:
+    """Where one row's perplexity at one length is cached."""
+    key = [row.eval_flags, model_stamp(row.model), length, s.max_windows, [str(d) for d in s.data]]
+    return work / row.key / f"ppl-{length}-{digest(key)}" / "eval.json"
+
+
+def measure_ppl(row: Row, s: Settings, length: int, work: Path) -> dict:
+    """`finetune eval` at one length (perplexity only), or its cached result."""
+    path = ppl_cell(row, s, length, work)
+    if not path.is_file():
+        print(f"\n== {row.key}: perplexity @ {length}", flush=True)
+        finetune("eval", str(row.model), "--out", str(path.parent), "--lengths", str(length),
+                 "--max-windows", str(s.max_windows), "--passkey-trials", "0", *row.eval_flags,
+                 *(["--data", *map(str, s.data)] if s.data else []))
+    return json.loads(path.read_text())
+
+
+def retrieval_settings(s: Settings, length: int) -> retrieval.Retrieval:
+    return retrieval.Retrieval(lengths=(length,), depth_bins=s.depth_bins, trials=s.trials,
+                               multikey_trials=s.multikey_trials, keys=s.keys, seed=s.seed)
+
+
+def retrieval_cell(row: Row, s: Settings, length: int, work: Path) -> Path:
+    """Where one row's retrieval records at one length are appended."""
+    served = row.served or row.model
+    key = [row.serve_flags, model_stamp(served), dataclasses.asdict(retrieval_settings(s, length)),
+           [str(d) for d in s.data]]
+    return work / row.key / f"retrieval-{length}-{digest(key)}.jsonl"
+
+
+def measure_retrieval(row: Row, s: Settings, lengths: tuple[int, ...], work: Path) -> None:
+    """Serve the row's checkpoint once and ask every retrieval request not yet recorded."""
+    from finetune.eval import encoder
+    from finetune.model import load_tokenizer
+
+    served = row.served or row.model
+    tokenizer = load_tokenizer(served)
+    encode, text = encoder(tokenizer), retrieval.haystack_ids(tokenizer, s.data)
+    todo = []
+    for length in lengths:
+        requests = retrieval.plan(encode, text, retrieval_settings(s, length))
+        done = {(r["kind"], r["index"]) for r in retrieval.read_records(retrieval_cell(row, s, length, work))}
+        if any((q.kind, q.index) not in done for q in requests):
+            todo.append((length, requests))
+    if not todo:
+        return
+    print(f"\n== {row.key}: retrieval through the server @ {[n for n, _ in todo]}", flush=True)
+    log = work / row.key / "server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    flags = (*row.serve_flags, "--kv-cache-gib", str(s.kv_cache_gib))
+    # One request at a time: the throughput preset prefills 8192 tokens a step; the latency preset's cap
+    # of 256 per step protects concurrent short requests, of which there are none here.
+    proc, ready = start_server(served, "throughput", longctx_home(), True, log, flags, s.port)
+    print(f"server ready in {ready:.0f} s", flush=True)
+    try:
+        for length, requests in todo:
+            retrieval.run(f"http://127.0.0.1:{s.port}", requests, retrieval_cell(row, s, length, work))
+    finally:
+        proc.terminate()  # `python -m serve` forwards it to vLLM
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def collect(row: Row, s: Settings, work: Path) -> dict:
+    """Every cached cell of a row: perplexity per length, retrieval records per length."""
+    ppl = {n: json.loads(p.read_text()) for n in s.ppl_lengths if (p := ppl_cell(row, s, n, work)).is_file()}
+    records = {n: retrieval.read_records(retrieval_cell(row, s, n, work)) for n in s.retrieval_lengths}
+    out = {"label": row.label, "model": str(row.model), "eval_flags": list(row.eval_flags),
+           "served": str(row.served or row.model), "serve_flags": list(row.serve_flags),
+           "perplexity": {n: r["perplexity"][0] for n, r in ppl.items()},
+           "eval_seconds": {n: r["seconds"] for n, r in ppl.items()},
+           "eval_dtype": {n: r.get("dtype") for n, r in ppl.items()},
+           "retrieval": {n: r for n, r in records.items() if r}}
+    if row.run is not None:
+        out["run"] = run_record(row.run)
     return out
 
 
-def evaluate_row(row: Row, s: Settings, model: Path, factor: float, work: Path) -> dict:
-    """`finetune eval` of one row; a finished evaluation of the same model and settings is reused."""
-    flags = ["--rope", "linear", "--factor", f"{factor:g}"] if row.key == "pi" else []
-    settings = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("run", "base")}
-    folder = work / f"{row.key}-{digest([row.key, flags, settings, model_stamp(model)])}"
-    if not (folder / "eval.json").is_file():
-        print(f"\n== {row.label}: {model}", flush=True)
-        finetune("eval", str(model), "--out", str(folder), "--lengths", *map(str, s.lengths),
-                 "--passkey-lengths", *map(str, s.passkey_lengths), "--max-windows", str(s.max_windows),
-                 "--passkey-depths", str(s.passkey_depths), "--passkey-trials", str(s.passkey_trials),
-                 "--seed", str(s.seed), *flags, *(["--data", *map(str, s.data)] if s.data else []))
-    else:
-        print(f"{row.label}: cached in {folder}")
-    result = json.loads((folder / "eval.json").read_text())
-    result["folder"] = str(folder)
-    return result
-
-
-# ---------------------------------------------------------------- report
-
-
 def run_record(run: Path) -> dict:
-    """What the training run did, from its run.json and metrics.jsonl."""
+    """What the training run did, from its run.json and metrics.jsonl: steps, tokens, time, dtype."""
     info = json.loads((run / "run.json").read_text())
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {"settings": info["settings"], "longctx": info["longctx"], "steps": len(metrics),
+    return {"settings": info["settings"], "longctx": info["longctx"], "dtype": info.get("precision"),
+            "world_size": info.get("world_size", 1), "steps": len(metrics),
+            # tokens_per_s is the step's tokens (all processes) over its seconds
+            "tokens": round(sum(m["tokens_per_s"] * m["seconds"] for m in metrics)),
             "losses": [m["loss"] for m in metrics],
             "eval_losses": {m["step"]: m["eval_loss"] for m in metrics if m.get("eval_loss") is not None},
             "median_step_s": statistics.median(m["seconds"] for m in metrics) if metrics else None,
             "train_hours": sum(m["seconds"] for m in metrics) / 3600}
 
 
-def ppl_at(result: dict, length: int) -> float:
-    return next(p["perplexity"] for p in result["perplexity"] if p["length"] == length)
+# ---------------------------------------------------------------- report
 
 
-def passkey_at(result: dict, length: int) -> str:
-    keys = result["passkey"]
-    cells = keys["accuracy"][keys["lengths"].index(length)]
-    trials = [t for t in keys["trials"] if t["length"] == length]
-    return f"{sum(t['correct'] for t in trials)}/{len(trials)}" if trials else f"{sum(cells) / len(cells):.2f}"
+def hits(result: dict, kind: str, length: int) -> tuple[int, int] | None:
+    records = [r for r in result["retrieval"].get(length, []) if r["kind"] == kind]
+    return (sum(bool(r["correct"]) for r in records), len(records)) if records else None
+
+
+def cell_ppl(result: dict, n: int) -> str:
+    p = result["perplexity"].get(n)
+    return f"{p['perplexity']:.2f}" if p else "—"
+
+
+def cell_hits(result: dict, kind: str, n: int) -> str:
+    h = hits(result, kind, n)
+    return f"{h[0]}/{h[1]}" if h else "—"
+
+
+def training(result: dict) -> str:
+    r = result.get("run")
+    if not r:
+        return "none"
+    return f"{r['steps']} steps, {r['tokens'] / 1e6:.2f} M tokens, {r['train_hours']:.2f} h, {r['dtype']}"
 
 
 def table(s: Settings, results: dict[str, dict]) -> list[str]:
-    lines = ["| row | " + " | ".join(f"ppl @{n}" for n in s.lengths) + " | "
-             + " | ".join(f"passkey @{n}" for n in s.passkey_lengths) + " | eval time (min) |",
-             "|---|" + "---:|" * (len(s.lengths) + len(s.passkey_lengths) + 1)]
-    for row in ROWS:
-        if row.key in results:
-            r = results[row.key]
-            lines.append(f"| {row.label} | " + " | ".join(f"{ppl_at(r, n):.2f}" for n in s.lengths) + " | "
-                         + " | ".join(passkey_at(r, n) for n in s.passkey_lengths)
-                         + f" | {r['seconds'] / 60:.1f} |")
+    head = ([f"ppl @{n}" for n in s.ppl_lengths] + [f"key @{n}" for n in s.retrieval_lengths]
+            + [f"multi-key @{n}" for n in s.retrieval_lengths])
+    lines = ["| row | " + " | ".join(head) + " | training |", "|---|" + "---:|" * len(head) + "---|"]
+    for key, r in results.items():
+        cells = ([cell_ppl(r, n) for n in s.ppl_lengths] + [cell_hits(r, "single", n) for n in s.retrieval_lengths]
+                 + [cell_hits(r, "multikey", n) for n in s.retrieval_lengths])
+        lines.append(f"| {r['label']} (`{key}`) | " + " | ".join(cells) + f" | {training(r)} |")
     return lines
 
 
-def ratios(s: Settings, results: dict[str, dict]) -> list[str]:
-    """What training changed, as perplexity ratios: at the target against PI alone, at the original
-    context against the base (does the extension cost short-context quality?)."""
-    if not {"longlora", "pi", "base"} <= set(results):
-        return []
-    short, long = min(s.lengths), max(s.lengths)
-    r_long = ppl_at(results["longlora"], long) / ppl_at(results["pi"], long)
-    r_short = ppl_at(results["longlora"], short) / ppl_at(results["base"], short)
-    return [f"- At {long} tokens, LongLoRA's perplexity is {r_long:.3f}× that of PI without training.",
-            f"- At {short} tokens, it is {r_short:.3f}× that of the unchanged base.", ""]
+def timings(s: Settings, results: dict[str, dict]) -> list[str]:
+    """What each cell cost on this machine: `finetune eval` wall time per length (model load included)
+    and the median seconds per retrieval request (prefill dominated), for planning the rest."""
+    lines = ["| row | " + " | ".join([f"eval s @{n}" for n in s.ppl_lengths]
+                                     + [f"s/request @{n}" for n in s.retrieval_lengths]) + " |",
+             "|---|" + "---:|" * (len(s.ppl_lengths) + len(s.retrieval_lengths))]
+    for key, r in results.items():
+        evals = [f"{r['eval_seconds'][n]:.0f}" if n in r["eval_seconds"] else "—" for n in s.ppl_lengths]
+        reqs = [f"{statistics.median(x['seconds'] for x in r['retrieval'][n]):.1f}" if n in r["retrieval"] else "—"
+                for n in s.retrieval_lengths]
+        lines.append(f"| `{key}` | " + " | ".join(evals + reqs) + " |")
+    return lines
+
+
+def targets(s: Settings, results: dict[str, dict]) -> list[str]:
+    """The write-up's targets, where the cells they need are measured."""
+    free = {k: r for k, r in results.items() if "run" not in r}
+    trained = {k: r for k, r in results.items() if "run" in r}
+    top, short = max(s.ppl_lengths), min(s.ppl_lengths)
+
+    def best(rows: dict[str, dict], n: int) -> tuple[str, float] | None:
+        got = [(k, r["perplexity"][n]["perplexity"]) for k, r in rows.items() if n in r["perplexity"]]
+        return min(got, key=lambda x: x[1]) if got else None
+
+    lines = []
+    bf, bt = best(free, top), best(trained, top)
+    if bf and bt:
+        lines.append(f"- ppl @{top}: best trained `{bt[0]}` {bt[1]:.2f} is {bt[1] / bf[1]:.3f}× the best "
+                     f"training-free `{bf[0]}` {bf[1]:.2f} (target ≤ 0.9×).")
+    base = results.get("unchanged", {}).get("perplexity", {}).get(short)
+    for k, r in trained.items():
+        if base and short in r["perplexity"]:
+            lines.append(f"- ppl @{short}: `{k}` is {r['perplexity'][short]['perplexity'] / base['perplexity']:.3f}× "
+                         f"the unchanged base (target within 3%).")
+    return lines
 
 
 def answers(s: Settings, results: dict[str, dict]) -> list[str]:
-    """Every passkey trial near the target: what each row answered (small N, so show them all)."""
-    n = max(s.passkey_lengths)
-    lines = [f"| row | depth | key | answer at {n} tokens |", "|---|---:|---:|---|"]
-    for row in ROWS:
-        for t in (results[row.key]["passkey"]["trials"] if row.key in results else []):
-            if t["length"] == n:
-                answer = " ".join(t["answer"].split())[:60].replace("|", "/")
-                lines.append(f"| {row.key} | {t['depth']:.2f} | {t['key']} | {'✓' if t['correct'] else '✗'} "
-                             f"`{answer}` |")
+    """Every retrieval answer at the longest measured length (small N: show them all)."""
+    lines = ["| row | kind | length | depth | key | answer |", "|---|---|---:|---:|---:|---|"]
+    for key, r in results.items():
+        if not r["retrieval"]:
+            continue
+        n = max(r["retrieval"])
+        for t in r["retrieval"][n]:
+            answer = " ".join(t["answer"].split())[:50].replace("|", "/")
+            mark = "✓" if t["correct"] else ("distractor" if t.get("distractor") else "✗")
+            lines.append(f"| `{key}` | {t['kind']} | {n} | {t['depth']:.2f} | {t['key']} | {mark} `{answer}` |")
     return lines
 
 
-def plot(s: Settings, results: dict[str, dict], record: dict, title: str, path: Path) -> None:
-    """Left: perplexity against length per row. Right: the run's training loss and held-out loss by step."""
+def plot(s: Settings, results: dict[str, dict], title: str, path: Path) -> None:
+    """Left: perplexity against length per row. Right: retrieval accuracy against length (single solid,
+    multi-key dashed, same colour per row)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    for row in ROWS:
-        if row.key in results:
-            ax.plot(s.lengths, [ppl_at(results[row.key], n) for n in s.lengths], marker="o", label=row.label)
-    ax.set_xscale("log", base=2)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (key, r) in enumerate(results.items()):
+        colour = f"C{i}"
+        ns = [n for n in s.ppl_lengths if n in r["perplexity"]]
+        if ns:
+            ax.plot(ns, [r["perplexity"][n]["perplexity"] for n in ns], marker="o", color=colour, label=key)
+        for kind, style, mark in (("single", "-", "o"), ("multikey", "--", "s")):
+            got = [(n, h) for n in s.retrieval_lengths if (h := hits(r, kind, n))]
+            if got:
+                bx.plot([n for n, _ in got], [a / b for _, (a, b) in got], style, marker=mark, color=colour,
+                        fillstyle="full" if kind == "single" else "none",
+                        label=f"{key} ({'single key' if kind == 'single' else f'{s.keys} keys'})")
+    for axis, lengths in ((ax, s.ppl_lengths), (bx, s.retrieval_lengths)):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(lengths, [str(n) for n in lengths])
+        axis.minorticks_off()
+        axis.set_xlabel("context length (tokens)")
+        if axis.get_lines():
+            axis.legend(fontsize=7)
     ax.set_yscale("log")
-    ax.set_xticks(s.lengths, [str(n) for n in s.lengths])
-    ax.minorticks_off()
-    ax.set_xlabel("context length (tokens)")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_ylabel("perplexity on held-out text (log)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    steps = range(1, len(record["losses"]) + 1)
-    bx.plot(steps, record["losses"], marker=".", label="training loss (one block per step)")
-    held = record["eval_losses"]
-    bx.plot([int(k) for k in held], list(held.values()), "s", label="held-out loss")
-    bx.set_xlabel("optimizer step")
-    bx.set_ylabel("loss")
-    bx.set_title(f"the run: {s.run.name}", fontsize=10)
-    bx.legend(fontsize=8)
+    bx.set_ylim(-0.05, 1.05)
+    bx.set_ylabel("retrieval accuracy (served, greedy)")
+    bx.set_title("pass key retrieval through the server", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -199,30 +374,45 @@ def shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
-def report(s: Settings, results: dict[str, dict], record: dict, out: Path, argv: list[str]) -> None:
-    original, factor = record["longctx"]["original_context"], record["longctx"]["rope_factor"]
-    title = f"{s.base.name}: {original} → {round(original * factor)} tokens"
+def caveats(results: dict[str, dict]) -> list[str]:
+    """Where the served model and the evaluated one are not the same function of position."""
+    if "dynamic" not in results:
+        return []
+    return ["- `dynamic`: transformers (perplexity) rescales only past the original context, by the current "
+            "length; the server computes one NTK base for the whole served length (finetune/rope.py, "
+            "`serving_rope`) and uses it at every length. Its retrieval below the served length is therefore "
+            "that of a fixed NTK ×factor RoPE, not of the dynamic one its perplexity measures."]
+
+
+def invocations(entries: list[dict]) -> list[str]:
+    """The invocations that measured the cached cells (the header's command may only have reported)."""
+    return [f"- {e['start']} – {e['end']} UTC{'' if e['finished'] else ' (stopped before the end)'}, load "
+            f"{' / '.join(map(str, e['load']))} at the end: `{e['command']}`" for e in entries]
+
+
+def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str], log: list[dict] = ()) -> None:
+    original = original_context(json.loads((s.base / "config.json").read_text()))
+    title = f"{s.base.name}: {original} → {original * s.factor} tokens"
     out.parent.mkdir(parents=True, exist_ok=True)
-    plot(s, results, record, title, out.with_suffix(".png"))
-    out.with_suffix(".json").write_text(json.dumps({"settings": dataclasses.asdict(s), "run": record,
-                                                    "results": results}, indent=2, default=str) + "\n")
-    text = [f"# {title}: before and after LongLoRA", "", machine_header(argv), ""]
-    st = record["settings"]
-    evals = ", ".join(f"step {k}: {v:.3f}" for k, v in record["eval_losses"].items()) or "none"
-    text += [f"**The run** (`{shown(s.run)}`): {record['steps']} steps of `finetune train` ({st['mode']}, "
-             f"{st['attention']} attention, {st['rope']} RoPE to {st['target_length']} tokens, batch "
-             f"{st['batch_size']} × accumulation {st['grad_accum']}, lr {st['lr']}, warm-up "
-             f"{st['warmup_steps']}), median {record['median_step_s']:.0f} s per step, "
-             f"{record['train_hours']:.2f} h in all. Training loss by step (each step a different block): "
-             + ", ".join(f"{x:.2f}" for x in record["losses"]) + f". Held-out loss at checkpoints: {evals}.", ""]
-    data = ", ".join(str(d) for d in s.data) if s.data else "the held-out tail of the default corpus"
-    text += [f"**The evaluation**: `finetune eval`, full attention, {data}; "
-             f"perplexity over {s.max_windows} window(s) per length; passkey retrieval with greedy decoding, "
-             f"{s.passkey_depths} depth bin(s) × {s.passkey_trials} trial(s) per length (so each passkey cell is "
-             f"a handful of trials: a coarse signal). The base row runs past its {original}-token context "
-             f"with its RoPE unchanged; base+PI interpolates ×{factor:g} at load time without training.", "",
-             *table(s, results), "", *ratios(s, results), f"![perplexity against length, and the run's loss]({out.with_suffix('.png').name})", "",
-             "Passkey trials near the target:", "", *answers(s, results), ""]
+    plot(s, results, title, out.with_suffix(".png"))
+    out.with_suffix(".json").write_text(json.dumps({"settings": dataclasses.asdict(s), "results": results},
+                                                   indent=2, default=str) + "\n")
+    data = ", ".join(shown(d) for d in s.data) if s.data else "the held-out tail of the default corpus"
+    text = [f"# {title}: training-free RoPE scaling against trained runs", "", machine_header(argv), "",
+            f"**Perplexity**: `finetune eval`, full attention, on {data}, {s.max_windows} window(s) per length. "
+            f"**Retrieval**: through `python -m serve` (vLLM, eager), prompts sent as token ids (length checked "
+            f"against the server's count), greedy; single key = LongLoRA's pass key in its repeated filler, "
+            f"{s.depth_bins} depth bins × {s.trials} trial(s) per length; multi-key = {s.keys} keys of one form "
+            f"(\"The pass key for <name> is <5 digits>\") at spread depths in the held-out text, the question "
+            f"naming one, {s.depth_bins} × {s.multikey_trials} per length. Cells: correct/trials; — = not "
+            f"measured yet.", "", *table(s, results), "", *targets(s, results), *caveats(results), "",
+            f"![perplexity and retrieval against length]({out.with_suffix('.png').name})", "",
+            "What each measured cell cost (wall seconds on this machine, shared with other work; single-key "
+            "prompts of one length share their filler up to the needle, so vLLM's prefix cache shortens the "
+            "deeper ones, and a server start adds minutes per row):", "",
+            *timings(s, results), "", "Invocations that measured (cells are cached: each was measured once):", "",
+            *invocations(list(log)), "", "Retrieval answers at each row's longest measured length:", "",
+            *answers(s, results), ""]
     out.write_text("\n".join(text))
     print(f"wrote {out}, {out.with_suffix('.png')} and {out.with_suffix('.json')}")
 
@@ -230,23 +420,25 @@ def report(s: Settings, results: dict[str, dict], record: dict, out: Path, argv:
 # ---------------------------------------------------------------- main
 
 
-def parse(argv: list[str] | None) -> tuple[Settings, Path, list[str]]:
+def parse(argv: list[str] | None) -> tuple[Settings, Path, list[str], list[str]]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for f in dataclasses.fields(Settings):
         many = isinstance(f.default, tuple)
-        kind = Path if f.name in ("run", "base", "data") else int
+        kind = Path if f.name in ("runs", "base", "data") else int
         p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, nargs="+" if many else None, default=f.default,
                        help=f"(default: {f.default if f.default not in (None, ()) else 'see the module doc'})")
-    p.add_argument("--rows", nargs="+", choices=[r.key for r in ROWS], default=[r.key for r in ROWS],
-                   help="rows to measure (default: all)")
+    p.add_argument("--rows", nargs="+", default=None,
+                   help=f"rows to measure: {', '.join(FREE)} and the --runs folders' names (default: all but linear)")
+    p.add_argument("--measure", nargs="*", choices=["ppl", "retrieval"], default=["ppl", "retrieval"],
+                   help="what to measure in the chosen rows (default: both; none: only rewrite the report)")
     p.add_argument("--out", type=Path, default=RESULTS / "default-extended.md", help="the results file")
     a = vars(p.parse_args(argv))
-    out, rows = a.pop("out"), a.pop("rows")
-    return Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()}), out, rows
+    out, rows, measures = a.pop("out"), a.pop("rows"), a.pop("measure")
+    return Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()}), out, rows, measures
 
 
 def main(argv: list[str] | None = None) -> None:
-    s, out, rows = parse(argv)
+    s, out, wanted, measures = parse(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     work = longctx_home() / "default-extended"
     work.mkdir(parents=True, exist_ok=True)
@@ -255,18 +447,44 @@ def main(argv: list[str] | None = None) -> None:
 
         s = dataclasses.replace(s, base=ensure_default_model())
     # `finetune` runs from the repository root: hand it absolute paths
-    s = dataclasses.replace(s, run=s.run.resolve(), base=s.base.resolve(), data=tuple(d.resolve() for d in s.data))
-    if not (s.run / "run.json").is_file():
-        raise SystemExit(f"{s.run} is not a `finetune train` run; train first: "
-                         f"finetune train --preset presets/smollm2-16k.toml")
-    started = time.time()
-    record = run_record(s.run)
-    results = {}
-    for row in (r for r in ROWS if r.key in rows):
-        model = merged_model(s, work) if row.key == "longlora" else s.base
-        results[row.key] = evaluate_row(row, s, model, record["longctx"]["rope_factor"], work)
-    report(s, results, record, out, sys.argv if argv is None else ["benchmarks/extend_default.py", *argv])
+    s = dataclasses.replace(s, base=s.base.resolve(), runs=tuple(r.resolve() for r in s.runs),
+                            data=tuple(d.resolve() for d in s.data))
+    for run in s.runs:
+        if not (run / "run.json").is_file():
+            raise SystemExit(f"{run} is not a `finetune train` run (no run.json); give run folders to --runs")
+    names = [*FREE, *(r.name for r in s.runs)]
+    if bad := [r for r in (wanted or []) if r not in names]:
+        raise SystemExit(f"unknown row {bad[0]!r}; choose from {', '.join(names)}")
+    started, command = time.time(), sys.argv if argv is None else ["benchmarks/extend_default.py", *argv]
+    rows = [training_free_row(k, s, work) for k in FREE] + [trained_row(r, work) for r in s.runs]
+    finished = False
+    try:
+        for row in rows:
+            if row.key in (wanted or [k for k in names if k != "linear"]):
+                for n in s.ppl_lengths if "ppl" in measures else ():
+                    measure_ppl(row, s, n, work)
+                if "retrieval" in measures:
+                    measure_retrieval(row, s, s.retrieval_lengths, work)
+        finished = True
+    finally:
+        if measures:
+            log_invocation(work, command, started, finished)
+    results = {row.key: r for row in rows if (r := collect(row, s, work))["perplexity"] or r["retrieval"]}
+    report(s, results, out, command, read_invocations(work))
     print(f"{(time.time() - started) / 60:.1f} min")
+
+
+def log_invocation(work: Path, command: list[str], started: float, finished: bool) -> None:
+    """Append a measuring invocation (command, UTC start and end, load) to the log the report lists."""
+    utc = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))  # noqa: E731
+    entry = {"command": shlex.join(["python", *command]), "start": utc(started), "end": utc(time.time()),
+             "finished": finished, "load": [round(x, 1) for x in os.getloadavg()]}
+    with (work / "invocations.jsonl").open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def read_invocations(work: Path) -> list[dict]:
+    return retrieval.read_records(work / "invocations.jsonl")
 
 
 if __name__ == "__main__":

@@ -154,12 +154,18 @@ class EvalConfig:
     """seed for the passkeys and their depths"""
     dtype: EvalDtype = "auto"
     """weights' dtype: auto (bfloat16 where the hardware runs it natively or LONGCTX_DTYPE says, else float32)"""
+    multikey_trials: int = 0
+    """trials per length and depth bin of the multi-key needle (RULER's MK-NIAH, in the held-out text); 0 skips it"""
+    multikey_keys: int = 4
+    """needles per multi-key prompt: the one the question names and distractors of the same form"""
 
     def __post_init__(self) -> None:
         if self.dtype not in get_args(EvalDtype):
             raise UsageError(f"unknown dtype {self.dtype!r}; use --dtype {'|'.join(get_args(EvalDtype))}")
         if (self.rope is None) != (self.factor is None):
             raise UsageError("give --rope and --factor together (e.g. --rope linear --factor 4)")
+        if self.multikey_trials < 0 or not 2 <= self.multikey_keys <= 24:
+            raise UsageError("--multikey-trials must be at least 0 and --multikey-keys between 2 and 24")
         if self.rope is not None and self.rope not in METHODS:
             raise UsageError(f"unknown RoPE method {self.rope!r}; use --rope {'|'.join(METHODS)}")
         if self.factor is not None and self.factor <= 1:

@@ -28,7 +28,7 @@ HELDOUT_FRACTION = TrainConfig.eval_fraction
 
 
 def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
-    """Measure, write eval.json, perplexity.png and passkey.png into `cfg.out`, and return that folder."""
+    """Measure, write eval.json and the plots (perplexity, passkey, multi-key) into `cfg.out`; return it."""
     started = time.time()
     device = torch.device("cuda" if hardware.cuda_available() else "cpu")
     dtype = eval_dtype(cfg.dtype, device)
@@ -39,17 +39,20 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
         raise UsageError(f"the held-out text has {len(ids)} tokens, fewer than --lengths {max(cfg.lengths)}; "
                          f"give more text with --data or lower --lengths")
     check_passkey_lengths(cfg, tokenizer)
+    check_multikey_lengths(cfg, tokenizer)
     model = load_model(cfg.model, cfg.rope, cfg.factor, device, getattr(torch, dtype.dtype))
     log(f"evaluating {cfg.model} on {len(ids)} held-out tokens, {device.type}, {dtype.dtype}, full attention")
     ppl = [perplexity(model, ids, length, cfg.stride, cfg.max_windows) for length in cfg.lengths]
     keys = passkey_results(model, tokenizer, cfg)
+    multikey = multikey_results(model, tokenizer, cfg, ids.tolist())
     result = {"model": str(cfg.model), "rope_override": {"rope": cfg.rope, "factor": cfg.factor},
               "rope_parameters": model.config.rope_parameters,
               "max_position_embeddings": model.config.max_position_embeddings,
               "rope_length": serving_length(model.config.to_dict()),
               **dtype.as_dict(), "heldout_tokens": len(ids),
               "data": [str(p) for p in cfg.data] or "default corpus, held-out tail",
-              "perplexity": ppl, "passkey": keys, "seconds": round(time.time() - started, 1),
+              "perplexity": ppl, "passkey": keys, "multikey": multikey,
+              "seconds": round(time.time() - started, 1),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     return write_results(Path(cfg.out), result, log)
 
@@ -162,6 +165,40 @@ def greedy(model, tokenizer, ids: list[int], max_new_tokens: int) -> str:
     return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
 
 
+# ---------------------------------------------------------------- multi-key needle
+
+
+def check_multikey_lengths(cfg: EvalConfig, tokenizer) -> None:
+    shortest = passkey.multikey_task_tokens(encoder(tokenizer), cfg.multikey_keys) + 1
+    if cfg.multikey_trials and min(cfg.passkey_lengths or cfg.lengths) < shortest:
+        raise UsageError(f"a multi-key prompt with {cfg.multikey_keys} keys needs at least {shortest} tokens with "
+                         f"this tokenizer; raise --passkey-lengths, lower --multikey-keys, or --multikey-trials 0")
+
+
+def multikey_results(model, tokenizer, cfg: EvalConfig, text: list[int]) -> dict | None:
+    """Multi-key accuracy per length and depth bin (the held-out text as haystack), and every trial."""
+    if cfg.multikey_trials == 0:
+        return None
+    lengths = cfg.passkey_lengths or cfg.lengths
+    encode = encoder(tokenizer)
+    plan = passkey.plan_multikey_trials(lengths, cfg.passkey_depths, cfg.multikey_trials, cfg.multikey_keys, cfg.seed)
+    records = []
+    for trial in tqdm(plan, desc="multi-key", unit="trial", dynamic_ncols=True):
+        prompt = passkey.multikey_prompt(encode, text, trial)
+        answer = greedy(model, tokenizer, prompt.ids, passkey.answer_tokens(encode, trial.key))
+        records.append(multikey_record(trial, prompt, answer))
+    grid = passkey.accuracy_grid(plan, [r["correct"] for r in records], lengths, cfg.passkey_depths)
+    return {"lengths": list(lengths), "depth_bins": cfg.passkey_depths, "trials_per_cell": cfg.multikey_trials,
+            "keys_per_prompt": cfg.multikey_keys, "accuracy": grid, "trials": records}
+
+
+def multikey_record(trial: passkey.MultikeyTrial, prompt: passkey.MultikeyPrompt, answer: str) -> dict:
+    """One graded multi-key trial as eval.json (and the served benchmark) record it."""
+    return {"length": trial.length, "depth": trial.depth, "name": trial.names[0], "key": trial.key,
+            "distractors": dict(zip(trial.names[1:], trial.keys[1:])), "depths": list(prompt.depths),
+            "answer": answer, **passkey.grade_multikey(answer, trial)}
+
+
 # ---------------------------------------------------------------- results
 
 
@@ -172,11 +209,17 @@ def write_results(out: Path, result: dict, log) -> Path:
     plot_perplexity(result, out / "perplexity.png")
     if result["passkey"]:
         plot_passkey(result["passkey"], out / "passkey.png")
+    if result.get("multikey"):
+        plot_passkey(result["multikey"], out / "multikey.png",
+                     f"multi-key accuracy, {result['multikey']['keys_per_prompt']} keys per prompt")
     for row in result["perplexity"]:
         log(f"perplexity @ {row['length']}: {row['perplexity']:.3f} ({row['windows']} windows)")
     if result["passkey"]:
         for length, accs in zip(result["passkey"]["lengths"], result["passkey"]["accuracy"]):
             log(f"passkey @ {length}: {sum(accs) / len(accs):.2f}")
+    if result.get("multikey"):
+        for length, accs in zip(result["multikey"]["lengths"], result["multikey"]["accuracy"]):
+            log(f"multi-key @ {length}: {sum(accs) / len(accs):.2f}")
     log(f"results in {out}")
     return out
 
@@ -210,7 +253,7 @@ def plot_perplexity(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_passkey(keys: dict, path: Path) -> None:
+def plot_passkey(keys: dict, path: Path, what: str = "passkey accuracy") -> None:
     plt = _pyplot()
     grid, bins = keys["accuracy"], keys["depth_bins"]
     fig, ax = plt.subplots(figsize=(1.2 * bins + 2, 0.5 * len(grid) + 2))
@@ -222,7 +265,7 @@ def plot_passkey(keys: dict, path: Path) -> None:
     ax.set_yticks(range(len(grid)), [str(n) for n in keys["lengths"]])
     ax.set_xlabel("needle depth")
     ax.set_ylabel("prompt length (tokens)")
-    ax.set_title(f"passkey accuracy ({keys['trials_per_cell']} trials per cell)", fontsize=9)
+    ax.set_title(f"{what} ({keys['trials_per_cell']} trials per cell)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

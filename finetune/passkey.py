@@ -3,7 +3,8 @@
 A task line, the same filler sentences repeated, "The pass key is K. Remember it. K is the pass key."
 at some depth, then "What is the pass key? The pass key is"; K uniform in 1..50000; greedy decoding;
 correct only when the answer is exactly K. Prompts are built from token ids so that a prompt has exactly
-the asked length and the needle sits exactly at the asked depth. Pure functions: no torch, no HF."""
+the asked length and the needle sits exactly at the asked depth. Below it, the harder multi-key needle
+(several keys of one form in real text, one of them asked for). Pure functions: no torch, no HF."""
 
 from __future__ import annotations
 
@@ -98,3 +99,120 @@ def accuracy_grid(trials: list[Trial], correct: list[bool], lengths: tuple[int, 
         hits[(trial.length, trial.depth_bin)].append(ok)
     return [[sum(h) / len(h) if (h := hits[(length, b)]) else float("nan") for b in range(depth_bins)]
             for length in lengths]
+
+
+# ---------------------------------------------------------------- multi-key needle
+# RULER's multi-key needle-in-a-haystack (Hsieh et al. 2024, "RULER: What's the Real Context Size of Your
+# Long-Context Language Models?", §3.1 MK-NIAH): several needles of one form hide in the text, each binding
+# a different name to a number, and the question names one of them. A model that only spots "the odd
+# sentence out" scores 1/K; it has to bind the asked name to its own number.
+#
+# The haystack is real text (the caller's token ids), not the repeated filler above: between identical
+# filler sentences every needle is the only sentence that differs, so retrieval reduces to novelty
+# detection; RULER likewise draws its haystack from real essays. The single key keeps LongLoRA's filler so
+# its figures stay comparable with the paper's.
+
+MULTI_TASK = ("There are several pass keys hidden inside a lot of irrelevant text, each for a different name. "
+              "Find them and memorize them. I will quiz you about one of them.")
+MULTI_NEEDLE = "\nThe pass key for {name} is {key}. Remember it. {key} is the pass key for {name}.\n"
+MULTI_QUESTION = "\nWhat is the pass key for {name}? The pass key for {name} is"
+NAMES = ("apple", "river", "violin", "lemon", "tiger", "garden", "candle", "mountain", "pencil", "ocean",
+         "window", "carpet", "falcon", "silver", "meadow", "harbor", "lantern", "orchid", "pepper", "thunder",
+         "copper", "island", "saddle", "walnut")
+MULTI_KEYS = (10000, 99999)  # five digits each: no key stands out by its length
+
+
+@dataclass(frozen=True)
+class MultikeyTrial:
+    length: int
+    depth_bin: int
+    depth: float
+    """depth of the asked needle (share of the filler tokens before it)"""
+    names: tuple[str, ...]
+    """one name per needle; the first is the one the question asks for"""
+    keys: tuple[int, ...]
+    """the needles' keys, distinct, in the order of `names`"""
+    offset: float
+    """where in the haystack text the filler starts, as a share of its length"""
+
+    @property
+    def key(self) -> int:
+        """The asked key."""
+        return self.keys[0]
+
+
+@dataclass(frozen=True)
+class MultikeyPrompt:
+    ids: list[int]
+    depths: tuple[float, ...]
+    """each needle's depth, in the order of the trial's names"""
+    needles_at: tuple[int, ...]
+    """token index where each needle starts, in the order of the trial's names"""
+
+
+def needle_depths(depth: float, n_keys: int) -> list[float]:
+    """The asked needle at `depth`; the n_keys - 1 distractors spread evenly, at the centres of equal bins."""
+    return [depth] + [(j + 0.5) / (n_keys - 1) for j in range(n_keys - 1)]
+
+
+def haystack(text: list[int], start: int, n: int) -> list[int]:
+    """`n` tokens of `text` from `start` on, wrapping around its end as often as needed."""
+    if not text:
+        raise ValueError("the haystack text is empty")
+    start %= len(text)
+    out = text[start:start + n]
+    while len(out) < n:
+        out += text[:n - len(out)]
+    return out
+
+
+def multikey_prompt(encode: Encode, text: list[int], trial: MultikeyTrial) -> MultikeyPrompt:
+    """A prompt of exactly `trial.length` tokens: the task, `text` (token ids) with every needle at its
+    depth, and the question naming the first name. Pieces are tokenized apart, as in `passkey_prompt`."""
+    task, question = encode(MULTI_TASK), encode(MULTI_QUESTION.format(name=trial.names[0]))
+    needles = [encode(MULTI_NEEDLE.format(name=n, key=k)) for n, k in zip(trial.names, trial.keys, strict=True)]
+    n_filler = trial.length - len(task) - sum(map(len, needles)) - len(question)
+    if n_filler < 0:
+        raise ValueError(f"{trial.length} tokens cannot hold {len(needles)} needles and the question "
+                         f"({trial.length - n_filler} tokens without filler)")
+    filler = haystack(text, round(trial.offset * len(text)), n_filler)
+    depths = needle_depths(trial.depth, len(needles))
+    splits = [round(d * n_filler) for d in depths]
+    ids, at, done = list(task), [0] * len(needles), 0
+    for i in sorted(range(len(needles)), key=lambda i: (splits[i], i)):
+        ids += filler[done:splits[i]]
+        done = splits[i]
+        at[i] = len(ids)
+        ids += needles[i]
+    ids += filler[done:] + question
+    return MultikeyPrompt(ids=ids, depths=tuple(depths), needles_at=tuple(at))
+
+
+def multikey_task_tokens(encode: Encode, n_keys: int) -> int:
+    """Tokens of a multi-key prompt without filler, with the longest names: its shortest possible length."""
+    needle = sorted(len(encode(MULTI_NEEDLE.format(name=n, key=MULTI_KEYS[1]))) for n in NAMES)
+    question = max(len(encode(MULTI_QUESTION.format(name=n))) for n in NAMES)
+    return len(encode(MULTI_TASK)) + sum(needle[-n_keys:]) + question
+
+
+def plan_multikey_trials(lengths: tuple[int, ...], depth_bins: int, trials: int, n_keys: int,
+                         seed: int) -> list[MultikeyTrial]:
+    """`trials` per length and depth bin, each with `n_keys` distinct names and keys and its own haystack."""
+    if not 2 <= n_keys <= len(NAMES):
+        raise ValueError(f"a multi-key prompt takes 2 to {len(NAMES)} keys (got {n_keys})")
+    rng = random.Random(seed)
+    plan = []
+    for length in lengths:
+        for b in range(depth_bins):
+            for _ in range(trials):
+                depth = (b + rng.random()) / depth_bins
+                names = tuple(rng.sample(NAMES, n_keys))
+                keys = tuple(rng.sample(range(MULTI_KEYS[0], MULTI_KEYS[1] + 1), n_keys))
+                plan.append(MultikeyTrial(length, b, depth, names, keys, rng.random()))
+    return plan
+
+
+def grade_multikey(answer: str, trial: MultikeyTrial) -> dict:
+    """Exact match on the asked key; `distractor` says the answer was another needle's key instead."""
+    got = first_number(answer)
+    return {"correct": got == trial.key, "distractor": got in trial.keys[1:]}

@@ -235,3 +235,27 @@ def test_transformers_per_length_dynamic_differs_from_the_served_rope(dynamic_ch
         (cos, _), (served, _) = rotary(per_length, n), served_rotary(config, n)
         gap = (cos - served).abs().max().item()
         assert gap < 1e-5 if n == 256 else gap > 1e-2, (n, gap)
+
+
+def test_eval_cli_multikey_in_json_and_plot(tiny_model, corpus, tmp_path):
+    out = tmp_path / "eval"
+    args = ["eval", tiny_model, "--data", corpus, "--out", out, "--lengths", 64, "--max-windows", 1,
+            "--passkey-lengths", 300, 400, "--passkey-depths", 2, "--passkey-trials", 0,
+            "--multikey-trials", 1, "--multikey-keys", 3]
+    assert main([str(a) for a in args]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    keys = result["multikey"]
+    assert result["passkey"] is None and keys["keys_per_prompt"] == 3 and keys["lengths"] == [300, 400]
+    assert len(keys["trials"]) == 4 and len(keys["accuracy"]) == 2 and len(keys["accuracy"][0]) == 2
+    for t in keys["trials"]:
+        assert len(t["distractors"]) == 2 and t["key"] not in t["distractors"].values()
+        assert t["correct"] == (passkey.first_number(t["answer"]) == t["key"])
+    assert (out / "multikey.png").stat().st_size > 0 and not (out / "passkey.png").exists()
+
+
+def test_eval_cli_multikey_too_short_is_one_line(tiny_model, corpus, tmp_path, capsys):
+    argv = ["eval", tiny_model, "--data", corpus, "--out", tmp_path / "e", "--lengths", 64, "--passkey-trials", 0,
+            "--multikey-trials", 1, "--passkey-lengths", 100]
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "multi-key prompt with 4 keys needs at least" in err and len(err.strip().splitlines()) == 1
