@@ -213,7 +213,7 @@ def markdown(table: list[dict], growth: float | None, args, header: str, note: s
     lines += ["", f"*FLOP bound*: what the time ratio would be if step time followed FLOPs (S² at group 1/4 cuts "
               f"only the attention scores 4x; projections, MLP and lm_head stay). For this model: {bounds}; "
               f"for Llama-2-7B at 8k: {flop_bound(LLAMA2_7B, 8192):.2f}. So the paper's 0.47 at 8k cannot come "
-              f"from FLOPs alone: its baseline without FlashAttention materialized the N x N scores. The issue's "
+              f"from FLOPs alone: its baseline without FlashAttention materialized the N x N scores. The project's "
               f"target of {TARGET['time']} at 8k lies below this model's bound ({flop_bound(config, 8192):.2f}); "
               f"a ratio under the bound means full attention costs more per FLOP than the matmuls (an unfused "
               f"or unskipped causal kernel), or noise."]
