@@ -83,13 +83,17 @@ def is_correct(answer: str, key: int) -> bool:
 def plan_trials(lengths: tuple[int, ...], depth_bins: int, trials: int, seed: int) -> list[Trial]:
     """`trials` per length and depth bin; each draws its depth uniformly inside its bin and a key in 1..50000."""
     rng = random.Random(seed)
-    plan = []
+    return [Trial(length, b, depth, rng.randint(1, MAX_KEY))
+            for length, b, depth in cells(lengths, depth_bins, trials, rng)]
+
+
+def cells(lengths: tuple[int, ...], depth_bins: int, trials: int, rng: random.Random):
+    """(length, depth bin, depth) for `trials` trials per length and bin, the depth drawn inside its bin;
+    the caller draws the rest of each trial from the same `rng` after each one, so plans stay seeded."""
     for length in lengths:
         for b in range(depth_bins):
             for _ in range(trials):
-                depth = (b + rng.random()) / depth_bins
-                plan.append(Trial(length, b, depth, rng.randint(1, MAX_KEY)))
-    return plan
+                yield length, b, (b + rng.random()) / depth_bins
 
 
 def accuracy_grid(trials: list[Trial], correct: list[bool], lengths: tuple[int, ...], depth_bins: int) -> list[list[float]]:
@@ -202,13 +206,10 @@ def plan_multikey_trials(lengths: tuple[int, ...], depth_bins: int, trials: int,
         raise ValueError(f"a multi-key prompt takes 2 to {len(NAMES)} keys (got {n_keys})")
     rng = random.Random(seed)
     plan = []
-    for length in lengths:
-        for b in range(depth_bins):
-            for _ in range(trials):
-                depth = (b + rng.random()) / depth_bins
-                names = tuple(rng.sample(NAMES, n_keys))
-                keys = tuple(rng.sample(range(MULTI_KEYS[0], MULTI_KEYS[1] + 1), n_keys))
-                plan.append(MultikeyTrial(length, b, depth, names, keys, rng.random()))
+    for length, b, depth in cells(lengths, depth_bins, trials, rng):
+        names = tuple(rng.sample(NAMES, n_keys))
+        keys = tuple(rng.sample(range(MULTI_KEYS[0], MULTI_KEYS[1] + 1), n_keys))
+        plan.append(MultikeyTrial(length, b, depth, names, keys, rng.random()))
     return plan
 
 
