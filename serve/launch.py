@@ -147,13 +147,12 @@ def watch_serving(proc: subprocess.Popen, stopping: list, poll: float = 1.0, gra
     engine core) stops on its own, so a supervisor sees a non-zero exit and restarts it. vLLM's API server
     may outlive a dead engine core (and then exits 0): we stop it within `grace` seconds."""
     engines = [pid for pid, name in descendants(proc.pid).items() if name == ENGINE_TITLE]
-    dead: list[int] = []
-    while proc.poll() is None and not dead:
+    gone = lambda: [pid for pid in engines if not Path(f"/proc/{pid}").exists()]  # noqa: E731
+    while proc.poll() is None and not gone():
         time.sleep(poll)
-        dead = [pid for pid in engines if not Path(f"/proc/{pid}").exists()]
     if stopping:
         return
-    dead = [pid for pid in engines if not Path(f"/proc/{pid}").exists()]
+    dead = gone()  # also when the API server exited first: the engine's death is the cause to name
     if dead:
         proc.send_signal(signal.SIGTERM)
         _reap(proc, grace)
