@@ -72,8 +72,7 @@ def grade(request: Request, answer: str) -> dict:
               "depth": t.depth, "key": t.key, "answer": answer}
     if request.kind == "single":
         return {**record, "correct": passkey.is_correct(answer, t.key)}
-    return {**record, "name": t.names[0], "distractors": dict(zip(t.names[1:], t.keys[1:])),
-            **passkey.grade_multikey(answer, t)}
+    return {**record, **passkey.multikey_record(t, answer)}
 
 
 # ---------------------------------------------------------------- HTTP

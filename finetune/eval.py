@@ -181,7 +181,8 @@ def multikey_results(model, tokenizer, cfg: EvalConfig, text: list[int]) -> dict
         return None
     lengths = cfg.passkey_lengths or cfg.lengths
     encode = encoder(tokenizer)
-    plan = passkey.plan_multikey_trials(lengths, cfg.passkey_depths, cfg.multikey_trials, cfg.multikey_keys, cfg.seed)
+    plan = passkey.plan_multikey_trials(lengths, cfg.passkey_depths, cfg.multikey_trials, cfg.multikey_keys,
+                                        cfg.seed)
     records = []
     for trial in tqdm(plan, desc="multi-key", unit="trial", dynamic_ncols=True):
         prompt = passkey.multikey_prompt(encode, text, trial)
@@ -194,9 +195,8 @@ def multikey_results(model, tokenizer, cfg: EvalConfig, text: list[int]) -> dict
 
 def multikey_record(trial: passkey.MultikeyTrial, prompt: passkey.MultikeyPrompt, answer: str) -> dict:
     """One graded multi-key trial as eval.json (and the served benchmark) record it."""
-    return {"length": trial.length, "depth": trial.depth, "name": trial.names[0], "key": trial.key,
-            "distractors": dict(zip(trial.names[1:], trial.keys[1:])), "depths": list(prompt.depths),
-            "answer": answer, **passkey.grade_multikey(answer, trial)}
+    return {"length": trial.length, "depth": trial.depth, "depths": list(prompt.depths),
+            **passkey.multikey_record(trial, answer)}
 
 
 # ---------------------------------------------------------------- results

@@ -217,3 +217,9 @@ def grade_multikey(answer: str, trial: MultikeyTrial) -> dict:
     """Exact match on the asked key; `distractor` says the answer was another needle's key instead."""
     got = first_number(answer)
     return {"correct": got == trial.key, "distractor": got in trial.keys[1:]}
+
+
+def multikey_record(trial: MultikeyTrial, answer: str) -> dict:
+    """A graded multi-key answer as results record it (eval.json and the served benchmark alike)."""
+    return {"name": trial.names[0], "key": trial.key, "distractors": dict(zip(trial.names[1:], trial.keys[1:])),
+            "answer": answer, **grade_multikey(answer, trial)}
