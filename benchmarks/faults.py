@@ -31,6 +31,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import PORT, REPO, URL, corpus_token_ids, machine_header, start_server  # noqa: E402
+from loadtest.sse import DONE, parse_line  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 FAULTS = ("disconnect", "burst", "kill")
@@ -72,12 +73,12 @@ def stream(body: dict, outcome: Outcome, first_token: threading.Event | None = N
                 outcome.error = f"HTTP {resp.status_code}: {resp.text[:120]}"
                 return
             for line in resp.iter_lines():
-                if not line.startswith(b"data: "):
+                chunk = parse_line(line)  # the load tester's SSE reader
+                if chunk is None:
                     continue
-                if line == b"data: [DONE]":
+                if chunk == DONE:
                     outcome.done = outcome.error is None
                     break
-                chunk = json.loads(line[6:])
                 if "error" in chunk:
                     outcome.error = str(chunk["error"].get("message", chunk["error"]))[:120]
                     continue
