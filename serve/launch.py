@@ -142,20 +142,39 @@ def descendants(pid: int) -> dict[int, str]:
     return found
 
 
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process. A killed child stays in /proc as a zombie (state Z) until its
+    parent reaps it, and forever when the parent exited first and PID 1 does not reap (as in many
+    containers): that counts as dead."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def watch_serving(proc: subprocess.Popen, stopping: list, poll: float = 1.0, grace: float = 15.0) -> None:
     """Return when vLLM exits because we asked it to; raise LaunchError naming what died when it (or its
     engine core) stops on its own, so a supervisor sees a non-zero exit and restarts it. vLLM's API server
     may outlive a dead engine core (and then exits 0): we stop it within `grace` seconds."""
-    engines = [pid for pid, name in descendants(proc.pid).items() if name == ENGINE_TITLE]
-    gone = lambda: [pid for pid in engines if not Path(f"/proc/{pid}").exists()]  # noqa: E731
+    tree = descendants(proc.pid)
+    engines = [pid for pid, name in tree.items() if name == ENGINE_TITLE]
+    gone = lambda: [pid for pid in engines if not running(pid)]  # noqa: E731
     while proc.poll() is None and not gone():
         time.sleep(poll)
     if stopping:
         return
+    tree.update(descendants(proc.pid))
     dead = gone()  # also when the API server exited first: the engine's death is the cause to name
     if dead:
         proc.send_signal(signal.SIGTERM)
         _reap(proc, grace)
+    # vLLM's helpers (multiprocessing's resource tracker) print warnings as they exit: let them finish
+    # first, so that our error is the last line a user or supervisor reads
+    deadline = time.monotonic() + grace
+    while any(running(pid) for pid in tree) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if dead:
         raise LaunchError(f"its engine core (pid {dead[0]}) died while serving, so the server was stopped; "
                           f"restart it")
     raise LaunchError(f"the server exited on its own with code {proc.returncode} while serving; restart it")

@@ -27,6 +27,11 @@ def test_engine_core_killed_mid_request(tmp_path):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(url, API_KEY, proc, log)
+        # the launcher watches the engine once it has seen the server ready (its banner); a kill before that
+        # would race the launcher's own readiness poll, and the API server would then exit 0 on its own
+        deadline = time.monotonic() + 30
+        while "(ready after" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
         outcome, streaming = {"lines": []}, threading.Event()
 
         def ask():  # a long streamed answer, in flight when the engine dies

@@ -101,3 +101,36 @@ def test_a_server_that_ignores_sigterm_is_killed_with_its_children(tmp_path):
     else:
         raise AssertionError("the child outlived kill_tree")
     assert launch.STOP_GRACE_S <= 30
+
+
+def test_an_engine_killed_but_not_reaped_counts_as_dead():
+    """CI saw this race: vLLM's engine core SIGKILLed stays a zombie while its parent has not reaped it
+    (and after, where PID 1 does not reap), so /proc/PID still exists. The launcher must still name the
+    engine's death, not wait for the API server to exit 0 on its own."""
+    import os
+    import signal
+    import time
+
+    from serve.launch import ENGINE_TITLE, descendants, running, watch_serving
+
+    engine = ("import ctypes, time; ctypes.CDLL(None).prctl(15, b'" + ENGINE_TITLE + "'); time.sleep(60)")
+    # the "API server": starts an engine it never reaps, and exits 0 on its own after 20 s
+    script = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {engine!r}]); time.sleep(20)"
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        for _ in range(100):
+            if ENGINE_TITLE in descendants(proc.pid).values():
+                break
+            time.sleep(0.1)
+        pid = next(p for p, name in descendants(proc.pid).items() if name == ENGINE_TITLE)
+        assert running(pid) and running(os.getpid())
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        assert os.path.exists(f"/proc/{pid}") and not running(pid)  # a zombie: there, but dead
+        start = time.monotonic()
+        with pytest.raises(LaunchError, match=rf"engine core \(pid {pid}\) died while serving"):
+            watch_serving(proc, stopping=[], poll=0.1)
+        assert time.monotonic() - start < 10 and proc.poll() is not None  # stopped by us, not after 20 s
+    finally:
+        proc.kill()
+        proc.wait()
