@@ -179,7 +179,8 @@ def burst(model: str, prompts: list[list[int]], clients: int, prompt_tokens: int
 
 
 def kill(model: str, prompts: list[list[int]], clients: int, server, log: Path) -> Report:
-    from serve.launch import ENGINE_TITLE, descendants
+    from longctx.procs import descendants
+    from serve.launch import ENGINE_TITLE
 
     bodies = [{"model": model, "prompt": prompts[i % len(prompts)][:256], "max_tokens": 400, "min_tokens": 400,
                "temperature": 0} for i in range(clients)]

@@ -35,7 +35,10 @@ def config(args: argparse.Namespace) -> RunConfig:
                      slo_ttft_ms=_num(args.slo_ttft_ms), slo_tpot_ms=_num(args.slo_tpot_ms),
                      slo_e2e_ms=_num(args.slo_e2e_ms), metrics=args.metrics, seed=int(args.seed),
                      tokenizer=args.tokenizer, baseline=args.baseline, chunk_tokens=_int(args.chunk_tokens),
-                     original_context=_int(args.original_context))
+                     original_context=_int(args.original_context), sample_every=float(args.sample_every),
+                     server_pid=_int(args.server_pid), windows=int(args.windows), max_failures=_int(args.max_failures),
+                     max_memory_growth=_num(args.max_memory_growth), max_p95_drift=_num(args.max_p95_drift),
+                     min_accuracy=_num(args.min_accuracy), fail_on_accuracy_drop=args.fail_on_accuracy_drop)
 
 
 def _num(x) -> float | None:

@@ -13,18 +13,29 @@ from loadtest.scenarios import SCENARIOS
 from loadtest.server import ServerInfo, http_tokenizer, probe
 
 DEFAULT_BUCKETS = ("1k", "4k", "8k")
+SOAK_SHORTEST = 256
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 
 
-def choose_buckets(asked: list[str] | None, info: ServerInfo, max_tokens: int, long_vs_short: bool) -> list[str]:
+def soak_buckets(limit: int | None, shortest: int = SOAK_SHORTEST) -> list[str]:
+    """256, 512, 1k, ... doubling while below the limit, then the limit itself (8k without one)."""
+    top = limit or 8192
+    sizes = [shortest * 2**i for i in range(16) if shortest * 2**i < top]
+    return [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in sizes] + [str(top)]
+
+
+def choose_buckets(asked: list[str] | None, info: ServerInfo, max_tokens: int, long_vs_short: bool,
+                   soak: bool = False) -> list[str]:
     """The buckets to plan. Asked ones must fit max_model_len with the output; default ones that do not
     fit are dropped (one bucket at the limit if none fits). long-vs-short keeps the shortest bucket and
-    adds one at the limit."""
+    adds one at the limit; soak mixes lengths from 256 tokens to the limit."""
     limit = info.max_model_len - max_tokens if info.max_model_len else None
     for b in asked or []:
         if limit is not None and parse_bucket(b) > limit:
             raise ValueError(f"bucket {b} ({parse_bucket(b)} tokens) plus --max-tokens {max_tokens} exceeds the "
                              f"server's max_model_len {info.max_model_len}: use buckets up to {limit} tokens")
+    if soak and not asked:
+        return soak_buckets(limit)
     buckets = list(asked or [b for b in DEFAULT_BUCKETS if limit is None or parse_bucket(b) <= limit])
     buckets = buckets or [str(limit)]
     buckets.sort(key=parse_bucket)
@@ -48,7 +59,7 @@ def make_plan(host: str, api_key: str | None, scenario: str, buckets: list[str] 
     With `tokenizer` (a local folder) prompts are counted locally, for servers without /tokenize."""
     sc = SCENARIOS[scenario]
     info = probe(host, api_key)
-    chosen = choose_buckets(buckets, info, max_tokens, sc.long_vs_short)
+    chosen = choose_buckets(buckets, info, max_tokens, sc.long_vs_short, sc.soak)
     if tokenizer:
         tok = local_tokenizer(load_hf_tokenizer(tokenizer), sc.endpoint)
     else:

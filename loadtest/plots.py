@@ -1,4 +1,5 @@
-"""PNG plots of a run's records: latency percentiles by prompt length, TTFT distribution, timeline."""
+"""PNG plots of a run's records: latency percentiles by prompt length, TTFT distribution, timeline, and
+the server over time (memory, queue, TTFT) when it was sampled."""
 
 from __future__ import annotations
 
@@ -46,6 +47,32 @@ def timeline(records: list[dict], out: Path) -> Path:
     return _save(fig, out / "timeline.png")
 
 
+def over_time(records: list[dict], samples: list[dict], out: Path) -> Path:
+    """The soak's view: the server's memory, its running and waiting requests, and each request's TTFT
+    (colour: bucket; red x: failed) against the time since the first request."""
+    t0 = min((r["start"] for r in records), default=0.0)
+    fig, (mem, queue, ttft) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    ts = [s["t"] - t0 for s in samples if "pss_mib" in s]
+    mem.plot(ts, [s["pss_mib"] for s in samples if "pss_mib" in s], "o-", ms=3, label="PSS (counted once)")
+    mem.plot(ts, [s["rss_mib"] for s in samples if "pss_mib" in s], ".--", ms=3, label="RSS summed")
+    mem.set(ylabel="MiB", title="Server memory (its process tree)")
+    mem.legend()
+    for key in ("running", "waiting"):
+        queue.step([s["t"] - t0 for s in samples if key in s], [s[key] for s in samples if key in s], where="post",
+                   label=key)
+    queue.set(ylabel="requests", title="Requests in the engine (/metrics)")
+    queue.legend()
+    colors = {b: f"C{i}" for i, b in enumerate(by_bucket(records))}
+    for bucket, rs in by_bucket(records).items():
+        ok = [r for r in rs if not r["failure"] and r.get("ttft") is not None]
+        ttft.plot([r["start"] - t0 for r in ok], [r["ttft"] for r in ok], "o", ms=4, color=colors[bucket], label=bucket)
+    bad = [r for r in records if r["failure"]]
+    ttft.plot([r["start"] - t0 for r in bad], [0] * len(bad), "x", color="red", label="failed")
+    ttft.set(xlabel="seconds since the first request", ylabel="TTFT (s)", title="TTFT by send time")
+    ttft.legend(fontsize="small", ncol=4)
+    return _save(fig, out / "over_time.png")
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -53,6 +80,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_plots(records: list[dict], out: Path) -> list[Path]:
-    """All three plots into `out`."""
-    return [latency_by_length(records, out), ttft_distribution(records, out), timeline(records, out)]
+def write_plots(records: list[dict], out: Path, samples: list[dict] | None = None) -> list[Path]:
+    """The plots into `out`: three always, and the view over time when the server was sampled."""
+    plots = [latency_by_length(records, out), ttft_distribution(records, out), timeline(records, out)]
+    return plots + ([over_time(records, samples, out)] if samples else [])

@@ -5,6 +5,7 @@ process with this runner's planning, with pytest, or with vLLM."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -12,12 +13,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from longctx.procs import running
+
 from loadtest.metrics import parse_prometheus, server_side
 from loadtest.baseline import run_baseline
 from loadtest.plan import load_plan, make_plan, save_plan
 from loadtest.plots import write_plots
 from loadtest.scenarios import SCENARIOS
 from loadtest.server import ServerError, scrape
+from loadtest.soak import Sampler, Thresholds, judge, section, server_pid, windows
 from loadtest.summary import Slo, load_records, render
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -33,7 +37,7 @@ class RunConfig:
     out: Path
     """Results folder: Locust CSV and HTML, records.jsonl, summary.md, PNG plots."""
     scenario: str = "chat"
-    """One of: chat, completions, long-vs-short, ramp, shared-prefix."""
+    """One of: chat, completions, long-vs-short, ramp, shared-prefix, soak."""
     users: int = 4
     """Concurrent users (ramp: the last step's count)."""
     duration: str = "5m"
@@ -66,6 +70,23 @@ class RunConfig:
     original_context: int | None = None
     """The model's context before extension (a merged checkpoint's config.json, longctx.original): adds needles
     just past it."""
+    sample_every: float = 10.0
+    """Seconds between samples of the server's memory (its process tree, when it runs on this machine) and
+    its /metrics gauges during the load (0: no sampling)."""
+    server_pid: int | None = None
+    """The server's pid, for its memory (default: found from --host's port when the server is local)."""
+    windows: int = 5
+    """Equal time windows the run is cut into for drift and memory growth (last window against the first)."""
+    max_failures: int | None = None
+    """Threshold: at most this many failed requests (exit code 3 when any threshold is broken)."""
+    max_memory_growth: float | None = None
+    """Threshold: the server's memory (PSS of its process tree) grows at most this fraction, e.g. 0.1."""
+    max_p95_drift: float | None = None
+    """Threshold: TTFT and ITL p95 of the last window at most this fraction above the first's, e.g. 0.2."""
+    min_accuracy: float | None = None
+    """Threshold: at least this share of spread-depth passkeys right under load, e.g. 0.9."""
+    fail_on_accuracy_drop: bool = False
+    """Threshold: no bucket's accuracy under load below the baseline's beyond sampling noise (Fisher p < 0.05)."""
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -76,6 +97,19 @@ class RunConfig:
         for name in ("chunk_tokens", "original_context"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive token count")
+        if self.sample_every < 0 or self.windows < 1:
+            raise ValueError("--sample-every must be >= 0 seconds and --windows at least 1")
+        if self.server_pid is not None and not running(self.server_pid):
+            raise ValueError(f"--server-pid {self.server_pid}: no such process")
+        for name in ("max_failures", "max_memory_growth", "max_p95_drift", "min_accuracy"):
+            if (getattr(self, name) or 0) < 0 or (name == "min_accuracy" and (self.min_accuracy or 0) > 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 0"
+                                 + (" and at most 1" if name == "min_accuracy" else ""))
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.max_failures, self.max_memory_growth, self.max_p95_drift, self.min_accuracy,
+                          self.fail_on_accuracy_drop)
 
 
 def parse_duration(text: str) -> float:
@@ -116,7 +150,8 @@ def prepare(cfg: RunConfig) -> Path:
 
 
 def run(cfg: RunConfig, log=print) -> int:
-    """The whole run; 2 on bad input (nothing started), 1 on transport failures, else 0."""
+    """The whole run; 2 on bad input (nothing started), 3 when a threshold given is broken, else 1 on
+    transport failures (unless --max-failures allows them), else 0."""
     try:
         plan = prepare(cfg)
     except (ServerError, ValueError) as e:
@@ -128,14 +163,34 @@ def run(cfg: RunConfig, log=print) -> int:
     if cfg.baseline:  # before the load, so it measures the same server and prompts unloaded
         base = run_baseline(cfg.host, cfg.api_key, load_plan(plan), cfg.out / "baseline.jsonl", log)
     before = scrape(cfg.host, cfg.api_key) if cfg.metrics else None
+    sampler = start_sampler(cfg, log)
     log(f"loadtest: {cfg.scenario} with {cfg.users} users for {cfg.duration} against {cfg.host}")
-    code = subprocess.run(locust_command(cfg), env=locust_env(cfg, plan, records)).returncode
+    with sampler or contextlib.nullcontext():
+        code = subprocess.run(locust_command(cfg), env=locust_env(cfg, plan, records)).returncode
     after = scrape(cfg.host, cfg.api_key) if before else None
     server = server_side(parse_prometheus(before), parse_prometheus(after)) if before and after else None
     rows = load_records(records)
-    write_results(cfg, rows, server, base)
+    broken = write_results(cfg, rows, server, base, sampler.samples if sampler else [])
     log(f"loadtest: results in {cfg.out}/summary.md")
+    for line in broken:
+        log(f"loadtest: threshold broken: {line}")
+    if broken:
+        return 3
+    if cfg.max_failures is not None and code in (0, 1):
+        return 0 if rows else 1
     return exit_code(code, rows)
+
+
+def start_sampler(cfg: RunConfig, log) -> Sampler | None:
+    """The sampler of the server's memory and /metrics, or None with --sample-every 0."""
+    if not cfg.sample_every:
+        return None
+    pid = cfg.server_pid or server_pid(cfg.host)
+    if pid is None:
+        log("loadtest: the server's process is not visible on this machine: sampling /metrics only "
+            "(give --server-pid for its memory)")
+    (cfg.out / "samples.jsonl").unlink(missing_ok=True)
+    return Sampler(cfg.host, cfg.api_key, pid, cfg.sample_every, cfg.out / "samples.jsonl")
 
 
 def exit_code(locust_code: int, records: list[dict]) -> int:
@@ -147,10 +202,16 @@ def exit_code(locust_code: int, records: list[dict]) -> int:
 
 
 def write_results(cfg: RunConfig, records: list[dict], server: dict | None,
-                  baseline: list[dict] | None = None) -> None:
-    """summary.md and the PNG plots."""
+                  baseline: list[dict] | None = None, samples: list[dict] | None = None) -> list[str]:
+    """summary.md and the PNG plots; returns the thresholds broken, each as a line to show."""
     slo = Slo(cfg.slo_ttft_ms, cfg.slo_tpot_ms, cfg.slo_e2e_ms)
     title = f"{cfg.scenario}: {cfg.users} users, {cfg.duration}, {cfg.host}"
-    (cfg.out / "summary.md").write_text(render(records, slo, title, server, baseline))
+    spans = windows(records, samples or [], cfg.windows)
+    verdict = judge(records, spans, baseline, cfg.thresholds) if records else None
+    over_time = section(records, samples or [], spans, verdict, cfg.thresholds) if samples or verdict else []
+    (cfg.out / "summary.md").write_text(render(records, slo, title, server, baseline, over_time))
     if records:
-        write_plots(records, cfg.out)
+        write_plots(records, cfg.out, samples or [])
+    if verdict is None:
+        return ["no request completed"] if cfg.thresholds.given() else []
+    return verdict.broken

@@ -19,6 +19,8 @@ class Scenario:
     """Step the user count up to --users over the run instead of starting them all."""
     shared_prefix: bool = False
     """All prompts of a bucket share their text up to the needle, so prefix caching can help."""
+    soak: bool = False
+    """Default buckets mixed from 256 tokens to the limit (doubling), for a long run judged over time."""
 
 
 SCENARIOS = {
@@ -28,6 +30,8 @@ SCENARIOS = {
                               long_vs_short=True),
     "ramp": Scenario("chat", "users step up to --users: where latency breaks", ramp=True),
     "shared-prefix": Scenario("chat", "prompts share a prefix: exercises prefix caching", shared_prefix=True),
+    "soak": Scenario("chat", "prompt lengths mixed from 256 tokens to max_model_len for a long run: memory, "
+                             "drift, accuracy over time", soak=True),
 }
 RAMP_STEPS = 4
 

@@ -15,6 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from longctx.procs import descendants, running
+
 
 class LaunchError(Exception):
     """A problem the user can fix; the message is one line."""
@@ -121,36 +123,6 @@ def kill_tree(proc: subprocess.Popen) -> None:
 
 
 ENGINE_TITLE = "VLLM::EngineCor"  # vLLM's engine-core process title, as /proc/PID/comm keeps it (15 chars)
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Every process below `pid`, with its name (Linux /proc; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    names: dict[int, str] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            names[int(entry.name)] = (entry / "comm").read_text().strip()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))  # field 4 of stat: the parent pid
-    found, todo = {}, list(children.get(pid, []))
-    while todo:
-        child = todo.pop()
-        found[child] = names.get(child, "?")
-        todo += children.get(child, [])
-    return found
-
-
-def running(pid: int) -> bool:
-    """Whether `pid` is a live process. A killed child stays in /proc as a zombie (state Z) until its
-    parent reaps it, and forever when the parent exited first and PID 1 does not reap (as in many
-    containers): that counts as dead."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def watch_serving(proc: subprocess.Popen, stopping: list, poll: float = 1.0, grace: float = 15.0) -> None:

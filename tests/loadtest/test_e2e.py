@@ -75,3 +75,25 @@ def test_bad_input_stops_before_the_run(tiny_server, tmp_path, args, says):
                     "--duration", "5s", *args, timeout=60)
     assert done.returncode == 2 and says in done.stdout
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_soak_samples_the_server_and_exits_3_on_a_broken_threshold(tiny_server, tmp_path):
+    """The tiny server's random weights retrieve no passkey, so --min-accuracy 0.5 is broken for sure; the
+    run is otherwise clean, so --max-failures 0 is met. The sampler finds the server from the port."""
+    out = tmp_path / "soak"
+    done = loadtest("--host", tiny_server.base_url, "--api-key", tiny_server.api_key, "--scenario", "soak",
+                    "--users", "2", "--duration", "15s", "--per-bucket", "2", "--sample-every", "2", "--windows", "2",
+                    "--min-accuracy", "0.5", "--max-failures", "0", "--out", str(out))
+    assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
+    broken = [line for line in done.stdout.splitlines() if "threshold broken" in line]
+    assert len(broken) == 1 and "passkey accuracy under load 0.0% < --min-accuracy 50%" in broken[0]
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["buckets"][0] == "256" and len(plan["buckets"]) == 2  # 256 tokens, then the limit
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) >= 5
+    for s in samples:  # vLLM's API server and engine core at least, with the model loaded
+        assert s["processes"] >= 2 and 100 < s["pss_mib"] <= s["rss_mib"] and "running" in s and "waiting" in s
+    summary = (out / "summary.md").read_text()
+    assert "## Over time" in summary and "**Thresholds: broken**" in summary and "memory growth" in summary
+    assert (out / "over_time.png").stat().st_size > 0

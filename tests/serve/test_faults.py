@@ -11,7 +11,8 @@ import time
 import pytest
 import requests
 
-from serve.launch import ENGINE_TITLE, descendants
+from longctx.procs import descendants
+from serve.launch import ENGINE_TITLE
 from tests.conftest import API_KEY, free_port, make_served_checkpoint, wait_for
 
 pytestmark = pytest.mark.slow

@@ -40,27 +40,6 @@ def test_no_answer_within_the_timeout():
         proc.wait()
 
 
-def test_descendants_are_found_with_their_names():
-    from serve.launch import descendants
-
-    script = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    try:
-        import time
-
-        for _ in range(50):  # the grandchild needs a moment to start
-            if descendants(proc.pid):
-                break
-            time.sleep(0.1)
-        found = descendants(proc.pid)
-        assert len(found) == 1 and all(name.startswith("python") for name in found.values())
-    finally:
-        for pid in descendants(proc.pid):
-            subprocess.run(["kill", str(pid)])
-        proc.kill()
-        proc.wait()
-
-
 def test_a_server_that_stops_on_its_own_while_serving_is_a_failure():
     from serve.launch import watch_serving
 
@@ -79,7 +58,8 @@ def test_a_server_that_ignores_sigterm_is_killed_with_its_children(tmp_path):
     import time
 
     import serve.launch as launch
-    from serve.launch import descendants, kill_tree
+    from longctx.procs import descendants
+    from serve.launch import kill_tree
 
     script = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
@@ -111,7 +91,8 @@ def test_an_engine_killed_but_not_reaped_counts_as_dead():
     import signal
     import time
 
-    from serve.launch import ENGINE_TITLE, descendants, running, watch_serving
+    from longctx.procs import descendants, running
+    from serve.launch import ENGINE_TITLE, watch_serving
 
     engine = ("import ctypes, time; ctypes.CDLL(None).prctl(15, b'" + ENGINE_TITLE + "'); time.sleep(60)")
     # the "API server": starts an engine it never reaps, and exits 0 on its own after 20 s
