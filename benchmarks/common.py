@@ -55,6 +55,22 @@ def _mem_gib() -> float:
     return 0.0
 
 
+def forward_flops(config: dict, tokens: int, score_ratio: float = 1.0, lm_head: bool = True) -> float:
+    """Matmul FLOPs of one causal forward over `tokens` tokens (a HF config): 2 per weight per token in q, k,
+    v, o and the MLP; QK^T and AV, 2·head_dim each per visible key, over on average half the context times
+    `score_ratio` (S²-Attn with group G: G/N); and the LM head at every position unless `lm_head` is False
+    (a prefill needs it at one). Norms, RoPE and softmax are left out. A training step's backward is about
+    twice this, so ratios of steps are ratios of this."""
+    h, layers = config["hidden_size"], config["num_hidden_layers"]
+    heads = config["num_attention_heads"]
+    kv = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or h // heads
+    weights = 2 * h * heads * head_dim + 2 * h * kv * head_dim + 3 * h * config["intermediate_size"]  # per layer
+    scores = 2 * tokens * heads * head_dim * score_ratio  # per layer and token: 2 products x N/2 keys x 2·head_dim
+    head = h * config["vocab_size"] if lm_head else 0
+    return 2 * tokens * (layers * weights + head) + tokens * layers * scores
+
+
 def corpus_token_ids(tokenizer, min_tokens: int) -> list[int]:
     """At least `min_tokens` tokens of the default corpus (Shakespeare), in order."""
     from finetune.corpus import default_corpus_files

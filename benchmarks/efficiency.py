@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import corpus_token_ids, machine_header  # noqa: E402
+from benchmarks.common import corpus_token_ids, forward_flops, machine_header  # noqa: E402
 from finetune.config import TrainConfig  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -151,13 +151,12 @@ def compare(rows: list[dict]) -> list[dict]:
 def flop_bound(config: dict, length: int, ratio: float = 0.25) -> float:
     """S²/full step time if time followed FLOPs: S² shrinks only the attention scores (QK^T, AV), each query
     seeing G/2 = ratio*N/2 keys instead of N/2 on average; projections, MLP and lm_head are unchanged."""
-    h, layers = config["hidden_size"], config["num_hidden_layers"]
-    heads, kv = config["num_attention_heads"], config["num_key_value_heads"]
-    head_dim = config.get("head_dim") or h // heads
-    weights = 2 * h * heads * head_dim + 2 * h * kv * head_dim + 3 * h * config["intermediate_size"]  # per layer
-    scores = length * heads * head_dim  # per layer and token: 2 products x N/2 keys x width
-    full = layers * (weights + scores) + h * config["vocab_size"]
-    return (full - layers * scores * (1 - ratio)) / full
+    return forward_flops(config, length, ratio) / forward_flops(config, length)
+
+
+def flop_growth(config: dict, first: int, last: int, ratio: float = 1.0) -> float:
+    """How much FLOPs per token grow from `first` to `last` tokens (S²: ratio = the group ratio)."""
+    return (forward_flops(config, last, ratio) / last) / (forward_flops(config, first, ratio) / first)
 
 
 def per_token_growth(table: list[dict]) -> float | None:
@@ -236,8 +235,13 @@ def markdown(table: list[dict], growth: float | None, args, header: str, note: s
         span = f"{table[0]['length']} to {table[-1]['length']}"
         full_growth = ((table[-1]["full"]["step_s"] / table[-1]["length"])
                        / (table[0]["full"]["step_s"] / table[0]["length"]))
-        lines.append(f"- Time per token from {span}: S² x{growth:.2f}, full x{full_growth:.2f} "
-                     f"(the target spans 2k to 16k).")
+        first, last = table[0]["length"], table[-1]["length"]
+        model_s2, model_full = flop_growth(config, first, last, 0.25), flop_growth(config, first, last)
+        lines.append(f"- Time per token from {span}: S² x{growth:.2f}, full x{full_growth:.2f}; FLOPs per token "
+                     f"grow S² x{model_s2:.2f}, full x{model_full:.2f} over the same span "
+                     f"(`benchmarks/common.forward_flops`: 2 per weight per token, "
+                     f"2·N·heads·head_dim·ratio per token and layer for the scores, the LM head). "
+                     f"The target ({TARGET['per_token_growth']}x) spans 2k to 16k.")
     lines += ["", "![step time and memory](" + Path(args.out).name + ".png)", ""]
     return "\n".join(lines)
 

@@ -1,13 +1,14 @@
 """Our server against the baseline a user would otherwise pick, side by side in one run: the same Locust
-workload (scenario chat, 4 users, 4k-token prompts, 64 output tokens) against `python -m serve` and
-against `benchmarks/hf_server.py` (HF transformers `generate`, one request at a time) on one checkpoint.
+workload (scenario chat, 4 users, 4k-token prompts, 64 output tokens) against `python -m serve` (once per
+chunked-prefill preset) and against `benchmarks/hf_server.py` (HF transformers `generate`, one request at a
+time) on one checkpoint, both in this CPU's auto dtype (bfloat16 where native, else float32).
 
     python benchmarks/serving_baseline.py                         # default model, 3 minutes per server
-    python benchmarks/serving_baseline.py --duration 6m --eager
+    python benchmarks/serving_baseline.py --duration 6m --eager --profiles latency
 
 Per server: output tokens/s and TTFT p50 under load, then the prefill rate of one request alone (a 1-token
-completion of a planned prompt, nothing else in flight) as a share of this CPU's float32 matmul FLOP/s,
-measured here first. Writes benchmarks/results/serving.{md,json}; each Locust folder goes to
+completion of an 8160-token planned prompt, nothing else in flight) as a share of this CPU's matmul FLOP/s
+in that dtype, measured here first. Writes benchmarks/results/serving.{md,json}; each Locust folder goes to
 benchmarks/results/serving-<server>/."""
 
 from __future__ import annotations
@@ -22,19 +23,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import PORT, URL, machine_header, start_server, wait_ready  # noqa: E402
+from benchmarks.common import PORT, URL, forward_flops, machine_header, start_server, wait_ready  # noqa: E402
 
 RESULTS = Path("benchmarks/results")
 HF_PORT = 8766
 TARGETS = {"throughput": 3.0, "ttft": 0.5}  # the project's targets: at least 3x the tokens/s, at most half the TTFT p50
 
 
-def matmul_gflops(n: int = 2048, seconds: float = 5.0) -> float:
-    """Median float32 GFLOP/s of an n x n matmul on every usable core, repeated for about `seconds`."""
+def matmul_gflops(dtype: str = "float32", n: int = 2048, seconds: float = 5.0) -> float:
+    """Median GFLOP/s of an n x n matmul in `dtype` on every usable core, repeated for about `seconds`."""
     import torch
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = (torch.randn(n, n, dtype=getattr(torch, dtype)) for _ in range(2))
     a @ b  # warm-up: thread pool and allocator
     rates, end = [], time.monotonic() + seconds
     while time.monotonic() < end or len(rates) < 3:
@@ -45,14 +46,8 @@ def matmul_gflops(n: int = 2048, seconds: float = 5.0) -> float:
 
 
 def prefill_flops(config: dict, tokens: int) -> float:
-    """Matmul FLOPs of one causal prefill of `tokens` tokens: 2 per weight per token in the projections and
-    MLP, plus QK^T and AV over on average half the context (causal). Norms, RoPE and the LM head (one
-    position) are left out."""
-    d, layers, inter = config["hidden_size"], config["num_hidden_layers"], config["intermediate_size"]
-    heads, kv = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
-    hd = config.get("head_dim") or d // heads
-    per_layer = d * heads * hd * 2 + d * kv * hd * 2 + 3 * d * inter  # q, o; k, v; gate, up, down
-    return 2 * tokens * layers * per_layer + 2 * 2 * layers * heads * hd * tokens**2 / 2
+    """Matmul FLOPs of one causal prefill of `tokens` tokens (the LM head runs at one position: left out)."""
+    return forward_flops(config, tokens, lm_head=False)
 
 
 def digest(records: list[dict]) -> dict:
@@ -145,7 +140,7 @@ def measure(name: str, url: str, proc: subprocess.Popen, args) -> dict:
     try:
         if proc.poll() is not None:
             raise SystemExit(f"{name} server died before the run")
-        probe = prefill_probe(url, args.bucket)
+        probe = prefill_probe(url, args.probe_bucket)
         if proc.poll() is not None:  # 8765 is shared: another benchmark's server may have answered instead
             raise SystemExit(f"{name} server exited during the probe; see its log")
         print(f"[{name}] prefill alone: {json.dumps(probe)}; running: {' '.join(cmd[1:])}", flush=True)
@@ -168,7 +163,10 @@ def main() -> None:
     ap.add_argument("--bucket", default="4k", help="prompt length in tokens")
     ap.add_argument("--max-tokens", default="64")
     ap.add_argument("--per-bucket", default="8", help="distinct prompts planned (users cycle through them)")
-    ap.add_argument("--profile", default="latency", help="`python -m serve --profile` (its default: latency)")
+    ap.add_argument("--profiles", default="latency,throughput",
+                    help="`python -m serve --profile` values to run, one vLLM server each (its default: latency)")
+    ap.add_argument("--probe-bucket", default="8160",
+                    help="prompt length of the prefill probe (one request alone), e.g. 8160 (fits 8192 with 1 token)")
     ap.add_argument("--eager", action="store_true", help="`python -m serve --enforce-eager` (starts faster)")
     ap.add_argument("--port-patience", type=float, default=1800, help="seconds to wait for port 8765 to be free")
     args = ap.parse_args()
@@ -176,34 +174,39 @@ def main() -> None:
     from finetune.default_model import ensure_default_model
     from finetune.home import longctx_home
 
+    from finetune.hardware import choose_dtype
+
     model = (args.model or ensure_default_model()).resolve()
-    gflops = matmul_gflops()
-    print(f"float32 matmul: {gflops:.1f} GFLOP/s", flush=True)
+    dtype = choose_dtype(False).dtype  # what both servers load the model in on this machine
+    gflops = matmul_gflops(dtype)
+    print(f"{dtype} matmul: {gflops:.1f} GFLOP/s", flush=True)
     runs = {}
     # the baseline first: it needs no shared port, so it can run while 8765 is still taken
     hf_port = HF_PORT if port_free(HF_PORT) else PORT + 2
     proc, ready = start_hf_server(model, hf_port, Path("/tmp/longctx-bench-hf.log"))
     runs["hf-generate"] = {"startup_s": ready, **measure("hf-generate", f"http://127.0.0.1:{hf_port}", proc, args)}
     print(f"[hf-generate] {json.dumps(runs['hf-generate'])}", flush=True)
-    wait_for_port(PORT, args.port_patience)
-    proc, ready = start_server(model, args.profile, longctx_home(), args.eager, Path("/tmp/longctx-bench-vllm.log"))
-    runs["vllm"] = {"startup_s": ready, **measure("vllm", URL, proc, args)}
-    print(f"[vllm] {json.dumps(runs['vllm'])}", flush=True)
-    Path("/tmp/longctx-serving-runs.json").write_text(json.dumps(runs))  # raw figures, should rendering fail
-    write(runs, model, gflops, args)
+    for profile in args.profiles.split(","):
+        wait_for_port(PORT, args.port_patience)
+        proc, ready = start_server(model, profile, longctx_home(), args.eager, Path(f"/tmp/longctx-bench-{profile}.log"))
+        name = f"vllm-{profile}"
+        runs[name] = {"startup_s": ready, **measure(name, URL, proc, args)}
+        print(f"[{name}] {json.dumps(runs[name])}", flush=True)
+        Path("/tmp/longctx-serving-runs.json").write_text(json.dumps(runs))  # raw figures, should rendering fail
+    write(runs, model, gflops, dtype, args)
 
 
-def write(runs: dict, model: Path, gflops: float, args) -> None:
+def write(runs: dict, model: Path, gflops: float, dtype: str, args) -> None:
     config = json.loads((model / "config.json").read_text())
     for r in runs.values():
         p = r["probe"]
         p["gflop_s"] = prefill_flops(config, p["prompt_tokens"]) / p["seconds"] / 1e9
         p["share_of_matmul"] = p["gflop_s"] / gflops
-    vs = ratios(runs["vllm"], runs["hf-generate"])
+    vs = {name: ratios(r, runs["hf-generate"]) for name, r in runs.items() if name != "hf-generate"}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serving.json").write_text(json.dumps({"matmul_gflop_s": gflops, "runs": runs, "ratios": vs,
-                                                      "targets": TARGETS}, indent=2))
-    (RESULTS / "serving.md").write_text(render(runs, vs, model, gflops, args))
+    (RESULTS / "serving.json").write_text(json.dumps({"dtype": dtype, "matmul_gflop_s": gflops, "runs": runs,
+                                                      "ratios": vs, "targets": TARGETS}, indent=2))
+    (RESULTS / "serving.md").write_text(render(runs, vs, model, gflops, dtype, args))
     print((RESULTS / "serving.md").read_text())
 
 
@@ -211,13 +214,13 @@ def _f(x: float | None, spec: str = ".2f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def render(runs: dict, vs: dict, model: Path, gflops: float, args) -> str:
+def render(runs: dict, vs: dict, model: Path, gflops: float, dtype: str, args) -> str:
     eager = ", --enforce-eager" if args.eager else ""
     lines = [f"# Serving against the HF `generate` baseline: {model.name}", "", machine_header(), "",
              f"Locust scenario `chat`, {args.users} users, {args.bucket}-token prompts (a passkey hidden in "
              f"Shakespeare), {args.max_tokens} output tokens at most (greedy, either server may stop at EOS), "
-             f"{args.duration} per server, one server at a time. Ours: `python -m serve --profile {args.profile}"
-             f"{eager}` (vLLM, port 8765). Baseline: `benchmarks/hf_server.py` (transformers `generate`, "
+             f"{args.duration} per server, one server at a time, both in {dtype} (this CPU's auto dtype). Ours: "
+             f"`python -m serve --profile P{eager}` (vLLM, port 8765) for P in {args.profiles}. Baseline: `benchmarks/hf_server.py` (transformers `generate`, "
              "one request at a time behind a lock, `TextIteratorStreamer`). Output tokens/s: completed "
              "requests' output tokens over the span from the first send to the last answer (loadtest's "
              "summary); requests still running when Locust stops are not counted.", "",
@@ -229,13 +232,15 @@ def render(runs: dict, vs: dict, model: Path, gflops: float, args) -> str:
                      f"{_f(r['output_tok_s'], '.3f')} | {_f(r['ttft_p50'])} | {_f(r['e2e_p50'])} | "
                      f"{r['passkey_ok']} / {r['requests']} | {r['transport_failures']} | "
                      f"{r['load_before'][0]:.1f} / {r['load_after'][0]:.1f} |")
-    lines += ["", f"- throughput, vLLM / HF: **{_f(vs['throughput'])}x** (target at least {TARGETS['throughput']:g}x: "
-                  f"{'met' if vs['throughput_met'] else 'not met'})",
-              f"- TTFT p50, vLLM / HF: **{_f(vs['ttft'])}x** (target at most {TARGETS['ttft']:g}x: "
-              f"{'met' if vs['ttft_met'] else 'not met'})", "",
-              f"Prefill alone: one 1-token completion of a {args.bucket} prompt before the load run, nothing else "
-              f"in flight. FLOPs counted as 2 per weight per token plus causal attention; this CPU's float32 "
-              f"matmul (2048x2048, all cores, median, measured in this run): **{gflops:.1f} GFLOP/s**.", "",
+    lines.append("")
+    for name, v in vs.items():
+        lines += [f"- {name}: throughput against HF **{_f(v['throughput'])}x** (target at least "
+                  f"{TARGETS['throughput']:g}x: {'met' if v['throughput_met'] else 'not met'}); TTFT p50 against HF "
+                  f"**{_f(v['ttft'])}x** (target at most {TARGETS['ttft']:g}x: {'met' if v['ttft_met'] else 'not met'})"]
+    lines += ["", f"Prefill alone: one 1-token completion of a {args.probe_bucket}-token prompt before the load run, "
+              f"nothing else in flight. FLOPs counted as 2 per weight per token plus causal attention; this CPU's "
+              f"{dtype} matmul (2048x2048, all cores, median, measured in this run): **{gflops:.1f} GFLOP/s** "
+              f"(target: prefill at least 50% of it).", "",
               "| server | prompt tokens | seconds | prompt tok/s | GFLOP/s | share of matmul |", "|---|---|---|---|---|---|"]
     for name, r in runs.items():
         p = r["probe"]

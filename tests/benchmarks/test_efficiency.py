@@ -39,3 +39,20 @@ def test_one_cold_step_is_reported_once():
     cold = {"warmup_s": 95.0, "steps_s": [95.0]}
     assert _steps(cold, repeats=0) == "95"
     assert _steps({"warmup_s": 99.0, "steps_s": [95.0, 96.0]}, repeats=2) == "99 / 95 / 96"
+
+
+def test_flop_growth_per_token_and_the_bound_share_one_flop_model():
+    """SmolLM2-135M's shape: per token, the weights cost the same at any length and the scores grow with N,
+    so full attention's FLOPs per token double by 16k from 4k and S²'s (a quarter of the scores) grow less."""
+    from benchmarks.common import forward_flops
+    from benchmarks.efficiency import flop_bound, flop_growth
+
+    smol = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+            "intermediate_size": 1536, "vocab_size": 49152}
+    weights = 2 * 576 * 9 * 64 + 2 * 576 * 3 * 64 + 3 * 576 * 1536  # per layer: q, o; k, v; gate, up, down
+    per_token = lambda n, r: 2 * (30 * (weights + n * 9 * 64 * r) + 576 * 49152)  # noqa: E731
+    assert forward_flops(smol, 4096) == pytest.approx(4096 * per_token(4096, 1.0))
+    assert flop_growth(smol, 4096, 16384) == pytest.approx(per_token(16384, 1) / per_token(4096, 1))
+    assert flop_growth(smol, 4096, 16384) == pytest.approx(2.03, abs=0.01)
+    assert flop_growth(smol, 4096, 16384, 0.25) == pytest.approx(1.35, abs=0.01)
+    assert flop_bound(smol, 8192) == pytest.approx(per_token(8192, 0.25) / per_token(8192, 1.0))

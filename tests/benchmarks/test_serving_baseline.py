@@ -46,6 +46,10 @@ def test_render_names_every_server():
            "requests": 2, "output_tokens": 128, "output_tok_s": 0.5, "ttft_p50": 3.0, "e2e_p50": 9.0,
            "passkey_ok": 1, "transport_failures": 0,
            "probe": {"prompt_tokens": 4096, "seconds": 10.0, "tok_s": 409.6, "gflop_s": 20.0, "share_of_matmul": 0.5}}
-    args = argparse.Namespace(users="4", bucket="4k", max_tokens="64", duration="3m", profile="latency", eager=False)
-    text = render({"hf-generate": run, "vllm": run}, ratios(run, run), Path("m"), 40.0, args)
-    assert "| hf-generate |" in text and "| vllm |" in text and "**1.00x**" in text and "50%" in text
+    args = argparse.Namespace(users="4", bucket="4k", max_tokens="64", duration="3m", profiles="latency,throughput",
+                              probe_bucket="8160", eager=False)
+    runs = {"hf-generate": run, "vllm-latency": run, "vllm-throughput": run}
+    vs = {name: ratios(run, run) for name in ("vllm-latency", "vllm-throughput")}
+    text = render(runs, vs, Path("m"), 40.0, "bfloat16", args)
+    assert "| hf-generate |" in text and "| vllm-latency |" in text and "| vllm-throughput |" in text
+    assert text.count("**1.00x**") == 4 and "50%" in text and "bfloat16 matmul" in text and "8160-token" in text
