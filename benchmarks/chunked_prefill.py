@@ -12,21 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import URL, machine_header, start_server  # noqa: E402
+from longctx.stats import percentile  # noqa: E402
 
 RESULTS = Path("benchmarks/results")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] if ordered else float("nan")
 
 
 def digest(records: list[dict]) -> dict:
@@ -34,7 +28,9 @@ def digest(records: list[dict]) -> dict:
     out: dict = {}
     for role in ("ShortUser", "LongUser"):
         ttft = [r["ttft"] for r in records if r["user"] == role and not r["failure"] and r["ttft"] is not None]
-        out[role] = {"n": len(ttft), "ttft_p50": percentile(ttft, 50), "ttft_p95": percentile(ttft, 95)}
+        p50, p95 = (percentile(ttft, q) for q in (50, 95))
+        out[role] = {"n": len(ttft), "ttft_p50": float("nan") if p50 is None else p50,
+                     "ttft_p95": float("nan") if p95 is None else p95}
     buckets = sorted({r["bucket"] for r in records}, key=str)
     out["passkey"] = {b: {"ok": sum(r["passkey_ok"] for r in records if r["bucket"] == b),
                           "n": sum(1 for r in records if r["bucket"] == b)} for b in buckets}

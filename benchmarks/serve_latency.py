@@ -22,23 +22,20 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import URL, corpus_token_ids, machine_header, start_server  # noqa: E402
+from loadtest.sse import stream_metrics  # noqa: E402
 
 def stream(prompt: list[int], max_tokens: int, name: str) -> dict:
     """One streamed completion: TTFT, decode tokens/s after the first token, end-to-end seconds."""
     body = {"model": name, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "ignore_eos": True}
     start = time.monotonic()
-    stamps = []
     with requests.post(f"{URL}/v1/completions", json=body, stream=True, timeout=900) as resp:
         resp.raise_for_status()
-        for line in resp.iter_lines():
-            if line.startswith(b"data: ") and line != b"data: [DONE]":
-                chunk = json.loads(line[6:])
-                if chunk["choices"] and chunk["choices"][0].get("text"):
-                    stamps.append(time.monotonic())
-    ttft = stamps[0] - start
-    decode = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
-    return {"prompt_tokens": len(prompt), "ttft_s": ttft, "decode_tok_s": decode, "e2e_s": stamps[-1] - start}
+        r = stream_metrics([(time.monotonic(), line) for line in resp.iter_lines()], start)
+    if r.error or r.ttft is None:
+        raise SystemExit(f"the stream failed: {r.error or 'no output text'}")
+    decode = len(r.itl) / sum(r.itl) if r.itl and sum(r.itl) > 0 else float("nan")
+    return {"prompt_tokens": len(prompt), "ttft_s": r.ttft, "decode_tok_s": decode, "e2e_s": r.e2e}
 
 
 def short_behind_long(long_prompt: list[int], short_prompt: list[int], name: str, delay: float) -> dict:

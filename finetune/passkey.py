@@ -9,9 +9,10 @@ the asked length and the needle sits exactly at the asked depth. Below it, the h
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from typing import Callable
+
+from longctx.passkey import first_number
 
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
         "I will quiz you about the important information there.")
@@ -67,12 +68,6 @@ def task_tokens(encode: Encode) -> int:
 def answer_tokens(encode: Encode, key: int) -> int:
     """New tokens to generate: the key as the model would write it, plus one to see whether it stops there."""
     return len(encode(f" {key}")) + 1
-
-
-def first_number(text: str) -> int | None:
-    """The first whole number in an answer, or None."""
-    match = re.search(r"\d+", text)
-    return int(match.group()) if match else None
 
 
 def is_correct(answer: str, key: int) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 
 from loadtest.plan import PATHS, payload
-from loadtest.prompts import passkey_answer
+from longctx.passkey import first_number
 from loadtest.server import auth
 
 TIMEOUT_S = 900  # one request alone; an 8k prompt takes over a minute on a contended 2-core CPU
@@ -26,7 +26,7 @@ def answer_text(endpoint: str, response: dict) -> str:
 
 def baseline_row(prompt: dict, text: str, failure: str | None, seconds: float) -> dict:
     """One baseline trial, with the fields summary.md groups by (bucket, kind, depth)."""
-    ok = failure is None and passkey_answer(text) == prompt["key"]
+    ok = failure is None and first_number(text) == prompt["key"]
     return {"bucket": prompt["bucket"], "kind": prompt.get("kind", "spread"), "depth": prompt["depth"],
             "key": prompt["key"], "key_at": prompt.get("key_at"), "failure": failure, "passkey_ok": ok,
             "answer": text[:80], "e2e": seconds}

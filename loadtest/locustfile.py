@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # `locust -f loadtest/locustfile.py` puts loadtes
 from locust import HttpUser, LoadTestShape, constant, events, task
 
 from loadtest.plan import PATHS, load_plan, make_plan, payload
-from loadtest.prompts import passkey_answer
+from longctx.passkey import first_number
 from loadtest.scenarios import SCENARIOS, ramp_users
 from loadtest.sse import StreamResult, stream_metrics
 
@@ -113,7 +113,7 @@ class LLMUser(HttpUser):
                 if value is not None:
                     fire(request_type=metric, name=f"{metric.lower()}@{bucket}", response_time=value * 1000,
                          response_length=0, exception=None, context={})
-        answer = passkey_answer(r.text)
+        answer = first_number(r.text)
         ok = not kind and answer == prompt["key"]
         fire(request_type="PASSKEY", name=f"passkey@{bucket}", response_time=e2e * 1000,
              response_length=len(r.text), context={},

@@ -221,8 +221,3 @@ def plan_prompts(tok: Tokenizer, corpus: str, buckets: list[str], per_bucket: in
             prompts.append(place_key(tok, window(), length, target, rng.randint(*KEYS), bucket, kind))
     return prompts
 
-
-def passkey_answer(text: str) -> int | None:
-    """The first whole number in a model's answer, or None."""
-    match = re.search(r"\d+", text)
-    return int(match.group()) if match else None

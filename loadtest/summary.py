@@ -12,6 +12,7 @@ from pathlib import Path
 from loadtest.accuracy import (DEPTH_BINS, RULER_THRESHOLD, Tally, bin_label, depth_bin, drop_p_value, dropped,
                                effective_length, tally, wilson)
 from loadtest.prompts import parse_bucket
+from longctx.stats import percentile
 
 PCTS = (50, 90, 95, 99)
 LATENCIES = ("ttft", "itl", "tpot", "e2e")
@@ -28,17 +29,6 @@ class Slo:
 
 def load_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default), None for no values."""
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def values(records: list[dict], key: str) -> list[float]:

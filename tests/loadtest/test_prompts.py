@@ -5,7 +5,7 @@ import pytest
 import random
 
 from loadtest.prompts import (ANSWER, KEY_STRADDLE, KEYS, NEEDLE, PAST_ORIGINAL, Tokenizer, build_prompt,
-                              local_tokenizer, parse_bucket, passkey_answer, place_key, plan_prompts, request_fields,
+                              local_tokenizer, parse_bucket, place_key, plan_prompts, request_fields,
                               special_targets, spread_depths)
 from tests.tiny import make_tokenizer
 
@@ -101,9 +101,7 @@ def test_too_short_bucket(tok):
         build_prompt(tok, tok.encode(CORPUS), 10, 0.5, key=7)
 
 
-def test_parse_bucket_and_answer():
+def test_parse_bucket():
     assert [parse_bucket(b) for b in ("1k", "8K", "300")] == [1024, 8192, 300]
     with pytest.raises(ValueError):
         parse_bucket("4kb")
-    assert passkey_answer(" 31415. Remember") == 31415
-    assert passkey_answer("no idea") is None
