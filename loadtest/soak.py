@@ -179,6 +179,12 @@ def judge(records: list[dict], spans: list[Window], baseline: list[dict] | None,
     return Verdict(n_fail, mem, ttft, itl, accuracy, drops, broken)
 
 
+def swing(spans: list[Window], key: str) -> float | None:
+    """The window whose `key` differs most from the first window's, as a change against it."""
+    changes = [c for w in spans[1:] if (c := change(getattr(spans[0], key), getattr(w, key))) is not None]
+    return max(changes, key=abs, default=None) if spans else None
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:+.1%}"
 
@@ -200,7 +206,8 @@ def section(records: list[dict], samples: list[dict], spans: list[Window], verdi
                   f"- memory growth (server process tree, PSS, last window against the first): "
                   f"{_pct(verdict.memory_growth)}",
                   f"- p95 drift, last window against the first: TTFT {_pct(verdict.ttft_drift)}, "
-                  f"ITL {_pct(verdict.itl_drift)}",
+                  f"ITL {_pct(verdict.itl_drift)}; the largest swing of any window against the first: "
+                  f"TTFT {_pct(swing(spans, 'ttft_p95'))}, ITL {_pct(swing(spans, 'itl_p95'))}",
                   f"- passkey accuracy under load (spread needles): "
                   f"{'-' if verdict.accuracy is None else f'{verdict.accuracy:.1%}'}; drops against the "
                   f"baseline beyond noise: {', '.join(verdict.drops) or 'none'}",

@@ -4,20 +4,19 @@ vLLM calls `register()` in every process it starts (API server, engine core, wor
 than once: it must be re-entrant and import nothing heavy. The model classes are named by lazy strings.
 """
 
-ARCHITECTURES = {
-    # our architecture name -> "module:Class" of the model that serves it
-    "LongctxLlamaForCausalLM": "plugin.models:LongctxLlamaForCausalLM",
-    "LongctxMistralForCausalLM": "plugin.models:LongctxMistralForCausalLM",
-    "LongctxQwen2ForCausalLM": "plugin.models:LongctxQwen2ForCausalLM",
-}
+from longctx.archs import FAMILIES, PREFIX
+
+# architecture name -> "module:Class" of the model that serves it: our own names (earlier checkpoints, and
+# what `python -m serve` asks for), and each family's standard name (merged checkpoints), which we take over
+# from vLLM's registry with a subclass that changes nothing for checkpoints without the longctx block
+ARCHITECTURES = {name: f"plugin.models:{PREFIX}{arch}" for arch in FAMILIES.values() for name in (PREFIX + arch, arch)}
 
 
 def register() -> list[str]:
-    """Register our architectures with vLLM's ModelRegistry; returns the names now registered."""
+    """Register our architectures with vLLM's ModelRegistry (again on every call: vLLM calls this in each
+    of its processes, and a later plugin must not silently keep the family names); returns the names."""
     from vllm import ModelRegistry
 
-    known = set(ModelRegistry.get_supported_archs())
     for arch, target in ARCHITECTURES.items():
-        if arch not in known:
-            ModelRegistry.register_model(arch, target)
+        ModelRegistry.register_model(arch, target)
     return sorted(ARCHITECTURES)

@@ -10,7 +10,8 @@ from vllm.model_executor.models.llama import LlamaForCausalLM
 from vllm.model_executor.models.mistral import MistralForCausalLM
 from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
 
-from finetune.rope import check_config, serving_rope, unprepared
+from finetune.rope import META_KEY, check_config, serving_rope, unprepared
+from longctx.archs import is_ours
 
 
 def prepare_rope(hf_config) -> None:
@@ -25,25 +26,26 @@ def prepare_rope(hf_config) -> None:
     hf_config.max_position_embeddings = rope.max_position
 
 
-class LongctxLlamaForCausalLM(LlamaForCausalLM):
-    """Llama 2/3 and SmolLM2 checkpoints written by longctx."""
+def is_longctx(hf_config) -> bool:
+    """A checkpoint longctx wrote (its metadata block), or one `python -m serve` asked our class for."""
+    return META_KEY in hf_config.to_dict() or any(is_ours(a) for a in getattr(hf_config, "architectures", None) or [])
+
+
+def with_checked_rope(base: type) -> type:
+    """vLLM's model class `base`, built after `prepare_rope` for longctx checkpoints; unchanged for others
+    (the plugin serves the family's standard name too)."""
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "", **kwargs) -> None:
-        prepare_rope(vllm_config.model_config.hf_config)
-        super().__init__(vllm_config=vllm_config, prefix=prefix, **kwargs)
+        if is_longctx(vllm_config.model_config.hf_config):
+            prepare_rope(vllm_config.model_config.hf_config)
+        base.__init__(self, vllm_config=vllm_config, prefix=prefix, **kwargs)
+
+    name = "Longctx" + base.__name__
+    doc = (f"vLLM's {base.__name__} for checkpoints written by longctx: the RoPE checked, then built for the "
+           "whole served length.")
+    return type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": __name__, "__qualname__": name})
 
 
-class LongctxMistralForCausalLM(MistralForCausalLM):
-    """Mistral checkpoints written by longctx."""
-
-    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "", **kwargs) -> None:
-        prepare_rope(vllm_config.model_config.hf_config)
-        super().__init__(vllm_config=vllm_config, prefix=prefix, **kwargs)
-
-
-class LongctxQwen2ForCausalLM(Qwen2ForCausalLM):
-    """Qwen2 checkpoints written by longctx."""
-
-    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "", **kwargs) -> None:
-        prepare_rope(vllm_config.model_config.hf_config)
-        super().__init__(vllm_config=vllm_config, prefix=prefix, **kwargs)
+LongctxLlamaForCausalLM = with_checked_rope(LlamaForCausalLM)  # Llama 2/3, SmolLM2
+LongctxMistralForCausalLM = with_checked_rope(MistralForCausalLM)
+LongctxQwen2ForCausalLM = with_checked_rope(Qwen2ForCausalLM)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.default_model import PLUGIN_ARCH
+from longctx.archs import PLUGIN_ARCH
 from finetune.rope import extend_config, length_for_factor, served_length
 from serve.config import PROFILES, ServeConfig
 

@@ -42,7 +42,7 @@ def test_train_merge_serve_loadtest(tmp_path):
     merged = tmp_path / "tiny-512"
     run("finetune", "merge", str(tmp_path / "run"), "--out", str(merged), env=env)
     config = json.loads((merged / "config.json").read_text())
-    assert config["architectures"] == ["LongctxLlamaForCausalLM"]
+    assert config["architectures"] == ["LlamaForCausalLM"]
     assert config["rope_parameters"]["factor"] == TARGET / CONTEXT
     assert config["longctx"]["trained_context"] == TARGET
 

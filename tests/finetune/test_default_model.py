@@ -20,7 +20,7 @@ def test_conversion_once_then_cached(tmp_path, monkeypatch):
     folder = default_model.ensure_default_model(log=lambda *_: None)
     assert folder == tmp_path / "models" / default_model.NAME and default_model.is_valid(folder)
     config = json.loads((folder / "config.json").read_text())
-    assert config["architectures"] == ["LongctxLlamaForCausalLM"]
+    assert config["architectures"] == ["LlamaForCausalLM"]
     assert config["longctx"] == {"original_context": 8192, "trained_context": 8192, "rope_method": "none",
                                  "rope_factor": 1.0}
     assert config["rope_parameters"]["rope_theta"] == 100000.0

@@ -46,7 +46,7 @@ def test_merged_folder_carries_the_extended_rope(run, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["rope_parameters"] == {"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}
     assert config["max_position_embeddings"] == 64 and serving_length(config) == 256
-    assert config["architectures"] == ["LongctxLlamaForCausalLM"]
+    assert config["architectures"] == ["LlamaForCausalLM"]
     assert config["longctx"] == {"original_context": 64, "trained_context": 256, "rope_method": "linear",
                                  "rope_factor": 4.0}
     loaded = AutoConfig.from_pretrained(out)  # what transformers (and so vLLM's config reader) sees
@@ -130,8 +130,7 @@ def test_other_families_train_and_merge(family, tiny_model, corpus, tmp_path):
     run = trained_run(base, corpus, tmp_path / "run", target_length=128, max_steps=1)
     out = merge(MergeConfig(run=run, out=tmp_path / "merged"), log=lambda _: None)
     config = json.loads((out / "config.json").read_text())
-    assert config["architectures"] == [{"qwen2": "LongctxQwen2ForCausalLM",
-                                        "mistral": "LongctxMistralForCausalLM"}[family]]
+    assert config["architectures"] == [{"qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}[family]]
     assert serving_length(config) == 128
 
 

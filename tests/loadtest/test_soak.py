@@ -92,6 +92,7 @@ def test_the_verdict_and_the_thresholds_it_breaks():
     assert judge(steady, windows(steady, [], 4), None, Thresholds(max_memory_growth=0.1)).broken == [
         "memory growth not measured (is the server on this machine? give --server-pid)"]
     text = "\n".join(section(worse, leaky, windows(worse, leaky, 4), v, strict))
+    assert "the largest swing of any window against the first: TTFT +100.0%, ITL +0.0%" in text
     assert "**Thresholds: broken**" in text and "| 0-24 | 5 | 0 |" in text and "(http 500 2)" in text
 
 

@@ -38,6 +38,24 @@ def test_our_classes_reuse_vllms_families():
     assert issubclass(models.LongctxLlamaForCausalLM, LlamaForCausalLM)
     assert issubclass(models.LongctxMistralForCausalLM, MistralForCausalLM)
     assert issubclass(models.LongctxQwen2ForCausalLM, Qwen2ForCausalLM)
-    for arch, target in plugin.ARCHITECTURES.items():
+    for arch, target in plugin.ARCHITECTURES.items():  # ours, and each family's standard name, to one class
         module, cls = target.split(":")
-        assert module == "plugin.models" and cls == arch and hasattr(models, cls)
+        assert module == "plugin.models" and cls == "Longctx" + arch.removeprefix("Longctx") and hasattr(models, cls)
+    assert {"LlamaForCausalLM", "LongctxLlamaForCausalLM", "Qwen2ForCausalLM"} <= set(plugin.ARCHITECTURES)
+
+
+def test_the_family_name_changes_nothing_for_other_checkpoints():
+    """The plugin serves LlamaForCausalLM for everyone once installed: a checkpoint without our block (here
+    Llama 3.1's llama3 scaling, which longctx would refuse to extend) must reach vLLM's class untouched."""
+    from transformers import LlamaConfig
+
+    from plugin.models import is_longctx
+
+    llama31 = LlamaConfig(rope_parameters={"rope_type": "llama3", "factor": 8.0, "rope_theta": 500000.0,
+                                           "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                           "original_max_position_embeddings": 8192},
+                          architectures=["LlamaForCausalLM"])
+    assert not is_longctx(llama31)
+    ours = LlamaConfig(architectures=["LlamaForCausalLM"])
+    ours.longctx = {"original_context": 128}
+    assert is_longctx(ours) and is_longctx(LlamaConfig(architectures=["LongctxLlamaForCausalLM"]))
