@@ -28,16 +28,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 DEFAULT_PORT = 8766  # beside the benchmarks' 8765 (vLLM); never `make serve`'s 8000
 
 
-def chat_prompt_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
-    """The prompt ids of a chat request, rendered as vLLM renders it (template text, no added specials)."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+def chat_prompt_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = True,
+                    continue_final_message: bool = False) -> list[int]:
+    """The prompt ids of a chat request, rendered as vLLM renders it (template text, no added specials);
+    `continue_final_message` leaves the last (assistant) message open for the model to continue, as the load
+    tester's answer prefix asks."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         continue_final_message=continue_final_message)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def body_chat_ids(tokenizer, body: dict) -> list[int]:
+    """The prompt ids of a chat body, with vLLM's defaults for its template flags."""
+    return chat_prompt_ids(tokenizer, body["messages"], body.get("add_generation_prompt", True),
+                           body.get("continue_final_message", False))
 
 
 def request_ids(tokenizer, body: dict) -> list[int]:
     """Token ids of a /tokenize body: a chat (`messages`) or a plain `prompt`, as vLLM's /tokenize reads it."""
     if "messages" in body:
-        return chat_prompt_ids(tokenizer, body["messages"], body.get("add_generation_prompt", True))
+        return body_chat_ids(tokenizer, body)
     return tokenizer(body["prompt"], add_special_tokens=body.get("add_special_tokens", True))["input_ids"]
 
 
@@ -125,7 +135,7 @@ def make_app(gen: Generator):
 
     @app.post("/v1/chat/completions")
     def chat(body: dict):
-        ids = chat_prompt_ids(gen.tokenizer, body["messages"])
+        ids = body_chat_ids(gen.tokenizer, body)
         max_tokens = body.get("max_tokens") or 16
         if len(ids) + max_tokens > gen.max_model_len:
             return JSONResponse({"error": {"message": f"{len(ids)} prompt + {max_tokens} output tokens exceed "

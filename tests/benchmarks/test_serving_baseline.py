@@ -16,6 +16,11 @@ def test_chat_ids_are_the_template_without_added_specials():
     assert tok.decode(ids) == "<|im_start|>user\nThe pass key is 12345.<|im_end|>\n<|im_start|>assistant\n"
     assert request_ids(tok, {"messages": messages, "add_generation_prompt": True}) == ids
     assert request_ids(tok, {"prompt": "The sky", "add_special_tokens": False}) == tok("The sky")["input_ids"]
+    # the load tester's answer prefix: a final assistant message left open, as vLLM renders it
+    prefixed = messages + [{"role": "assistant", "content": "The pass key is"}]
+    body = {"messages": prefixed, "add_generation_prompt": False, "continue_final_message": True}
+    assert tok.decode(request_ids(tok, body)) == (
+        "<|im_start|>user\nThe pass key is 12345.<|im_end|>\n<|im_start|>assistant\nThe pass key is")
 
 
 def test_loadtest_parses_the_stream():
