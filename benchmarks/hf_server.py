@@ -89,8 +89,10 @@ class Generator:
         self.max_model_len = self.model.config.max_position_embeddings
         self.lock = threading.Lock()
 
-    def stream(self, ids: list[int], max_tokens: int) -> tuple[Iterator[str], threading.Thread, dict]:
-        """Start greedy generation in a thread; yields text pieces; `out["tokens"]` is set when it ends."""
+    def stream(self, ids: list[int], max_tokens: int, ignore_eos: bool = False
+               ) -> tuple[Iterator[str], threading.Thread, dict]:
+        """Start greedy generation in a thread; yields text pieces; `out["tokens"]` is set when it ends.
+        `ignore_eos` (vLLM's request field of that name) generates exactly `max_tokens`."""
         import torch
         from transformers import TextIteratorStreamer
 
@@ -101,6 +103,7 @@ class Generator:
             with self.lock, torch.inference_mode():
                 try:
                     seq = self.model.generate(torch.tensor([ids], device=self.device), max_new_tokens=max_tokens,
+                                              min_new_tokens=max_tokens if ignore_eos else None,
                                               do_sample=False, streamer=streamer)
                     out["tokens"] = seq.shape[1] - len(ids)  # (1, prompt + generated)
                 except Exception as e:  # the streamer would otherwise wait forever
@@ -140,7 +143,7 @@ def make_app(gen: Generator):
         if len(ids) + max_tokens > gen.max_model_len:
             return JSONResponse({"error": {"message": f"{len(ids)} prompt + {max_tokens} output tokens exceed "
                                                       f"max_model_len {gen.max_model_len}"}}, status_code=400)
-        pieces, thread, out = gen.stream(ids, max_tokens)
+        pieces, thread, out = gen.stream(ids, max_tokens, bool(body.get("ignore_eos")))
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.get("stream"):
             events = sse(pieces, thread, out, rid, gen.name, created, len(ids), max_tokens,

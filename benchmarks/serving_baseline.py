@@ -129,7 +129,7 @@ def stop(proc: subprocess.Popen) -> None:
 def loadtest_command(url: str, args, out: Path) -> list[str]:
     return [sys.executable, "-m", "loadtest", "--host", url, "--scenario", "chat", "--users", args.users,
             "--duration", args.duration, "--buckets", args.bucket, "--max-tokens", args.max_tokens,
-            "--per-bucket", args.per_bucket, "--out", str(out)]
+            "--per-bucket", args.per_bucket, "--ignore-eos", "--out", str(out)]
 
 
 def measure(name: str, url: str, proc: subprocess.Popen, args) -> dict:
@@ -218,7 +218,8 @@ def render(runs: dict, vs: dict, model: Path, gflops: float, dtype: str, args) -
     eager = ", --enforce-eager" if args.eager else ""
     lines = [f"# Serving against the HF `generate` baseline: {model.name}", "", machine_header(), "",
              f"Locust scenario `chat`, {args.users} users, {args.bucket}-token prompts (a passkey hidden in "
-             f"Shakespeare), {args.max_tokens} output tokens at most (greedy, either server may stop at EOS), "
+             f"Shakespeare), exactly {args.max_tokens} output tokens (greedy, `--ignore-eos`: both servers "
+             f"generate past the end-of-sequence token, so they are compared on equal output), "
              f"{args.duration} per server, one server at a time, both in {dtype} (this CPU's auto dtype). Ours: "
              f"`python -m serve --profile P{eager}` (vLLM, port 8765) for P in {args.profiles}. Baseline: `benchmarks/hf_server.py` (transformers `generate`, "
              "one request at a time behind a lock, `TextIteratorStreamer`). Output tokens/s: completed "

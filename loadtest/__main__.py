@@ -31,7 +31,7 @@ def config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(host=args.host.rstrip("/"), out=Path(args.out), scenario=args.scenario, users=int(args.users),
                      duration=args.duration, api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
                      buckets=tuple(args.buckets.split(",")) if isinstance(args.buckets, str) else None,
-                     per_bucket=int(args.per_bucket), max_tokens=int(args.max_tokens),
+                     per_bucket=int(args.per_bucket), max_tokens=int(args.max_tokens), ignore_eos=args.ignore_eos,
                      slo_ttft_ms=_num(args.slo_ttft_ms), slo_tpot_ms=_num(args.slo_tpot_ms),
                      slo_e2e_ms=_num(args.slo_e2e_ms), metrics=args.metrics, seed=int(args.seed),
                      tokenizer=args.tokenizer, baseline=args.baseline, chunk_tokens=_int(args.chunk_tokens),

@@ -53,7 +53,7 @@ def corpus_text() -> str:
 
 def make_plan(host: str, api_key: str | None, scenario: str, buckets: list[str] | None, per_bucket: int,
               max_tokens: int, seed: int = 0, corpus: str | None = None, tokenizer: str | None = None,
-              chunk_tokens: int | None = None, original_context: int | None = None) -> dict:
+              chunk_tokens: int | None = None, original_context: int | None = None, ignore_eos: bool = False) -> dict:
     """Probe the server and plan the prompts; raises ServerError or ValueError with a message to show.
 
     With `tokenizer` (a local folder) prompts are counted locally, for servers without /tokenize."""
@@ -67,7 +67,7 @@ def make_plan(host: str, api_key: str | None, scenario: str, buckets: list[str] 
     prompts = plan_prompts(tok, corpus or corpus_text(), chosen, per_bucket, sc.shared_prefix, seed, chunk_tokens,
                            original_context)
     return {"host": host, "model": info.model, "max_model_len": info.max_model_len, "scenario": scenario,
-            "endpoint": sc.endpoint, "max_tokens": max_tokens, "buckets": chosen,
+            "endpoint": sc.endpoint, "max_tokens": max_tokens, "ignore_eos": ignore_eos, "buckets": chosen,
             "chunk_tokens": chunk_tokens, "original_context": original_context,
             "long_bucket": chosen[-1] if sc.long_vs_short else None, "short_bucket": chosen[0],
             # vLLM's per-request cache_salt keeps reused prompts from hitting the prefix cache
@@ -88,6 +88,8 @@ def payload(plan: dict, prompt: dict, salt: str | None, stream: bool = True) -> 
     """The greedy request body for one planned prompt (streamed with usage under load)."""
     body = {"model": plan["model"], "max_tokens": plan["max_tokens"], "temperature": 0.0, "stream": stream,
             **request_fields(plan["endpoint"], prompt["text"])}
+    if plan.get("ignore_eos"):
+        body["ignore_eos"] = True
     if stream:
         body["stream_options"] = {"include_usage": True}
     if salt:

@@ -49,7 +49,10 @@ class RunConfig:
     per_bucket: int = 32
     """Distinct prompts planned per bucket; users cycle through them (cache_salt keeps them uncached)."""
     max_tokens: int = 32
-    """Output tokens per request."""
+    """Output tokens per request (at most; see --ignore-eos)."""
+    ignore_eos: bool = False
+    """Generate exactly --max-tokens tokens, past the end-of-sequence token (vLLM's `ignore_eos` request field),
+    so servers are compared on equal output; passkeys are still read from the answer's first number."""
     slo_ttft_ms: float | None = None
     """Goodput: a request must have its first token within this many ms."""
     slo_tpot_ms: float | None = None
@@ -143,7 +146,7 @@ def locust_env(cfg: RunConfig, plan: Path, records: Path) -> dict[str, str]:
 def prepare(cfg: RunConfig) -> Path:
     """Check the server and plan the prompts into cfg.out/plan.json; ServerError/ValueError on bad input."""
     plan = make_plan(cfg.host, cfg.api_key, cfg.scenario, list(cfg.buckets) if cfg.buckets else None,
-                     cfg.per_bucket, cfg.max_tokens, cfg.seed, tokenizer=cfg.tokenizer,
+                     cfg.per_bucket, cfg.max_tokens, cfg.seed, tokenizer=cfg.tokenizer, ignore_eos=cfg.ignore_eos,
                      chunk_tokens=cfg.chunk_tokens, original_context=cfg.original_context)
     cfg.out.mkdir(parents=True, exist_ok=True)
     return save_plan(plan, cfg.out / "plan.json")

@@ -58,3 +58,30 @@ def test_render_names_every_server():
     text = render(runs, vs, Path("m"), 40.0, "bfloat16", args)
     assert "| hf-generate |" in text and "| vllm-latency |" in text and "| vllm-throughput |" in text
     assert text.count("**1.00x**") == 4 and "50%" in text and "bfloat16 matmul" in text and "8160-token" in text
+
+
+def test_ignore_eos_generates_exactly_max_tokens(tmp_path):
+    """vLLM's `ignore_eos` on the HF baseline: with the token the tiny model says first made its end token,
+    it stops after 1 token without the field and runs to max_tokens with it."""
+    import torch
+
+    from benchmarks.hf_server import Generator
+    from tests.tiny import make_tiny_checkpoint
+
+    gen = Generator(make_tiny_checkpoint(tmp_path / "tiny"))
+    with torch.no_grad():
+        first = gen.model(torch.tensor([[5, 6, 7]])).logits[0, -1].argmax().item()  # greedy's first token
+    gen.model.generation_config.eos_token_id = first
+    for ignore, expected in ((False, 1), (True, 8)):
+        pieces, thread, out = gen.stream([5, 6, 7], 8, ignore_eos=ignore)
+        list(pieces)
+        thread.join()
+        assert out.get("tokens") == expected, (ignore, out)
+
+
+def test_the_load_tester_asks_for_ignore_eos_when_told():
+    from loadtest.plan import payload
+
+    plan = {"model": "m", "max_tokens": 8, "endpoint": "completions", "ignore_eos": True}
+    assert payload(plan, {"text": "x"}, None)["ignore_eos"] is True
+    assert "ignore_eos" not in payload({**plan, "ignore_eos": False}, {"text": "x"}, None)
