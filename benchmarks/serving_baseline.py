@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from longctx.procs import terminate  # noqa: E402
 from benchmarks.common import PORT, URL, forward_flops, machine_header, start_server, wait_ready  # noqa: E402
 
 RESULTS = Path("benchmarks/results")
@@ -118,12 +119,7 @@ def start_hf_server(model: Path, port: int, log: Path) -> tuple[subprocess.Popen
 
 def stop(proc: subprocess.Popen) -> None:
     """SIGTERM, then SIGKILL: uvicorn's graceful shutdown waits for the HF server's dropped generations."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    terminate(proc, grace=60)
 
 
 def loadtest_command(url: str, args, out: Path) -> list[str]:

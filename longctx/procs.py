@@ -4,6 +4,7 @@ port, and how much memory a tree holds. Elsewhere these find nothing (empty, Non
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +107,13 @@ def tree_memory(pid: int) -> TreeMemory | None:
             continue  # a child that exited between the listing and the read
         rss, pss, count = rss + (r or 0), pss + (s if s is not None else r or 0), count + 1
     return TreeMemory(pss=pss, rss=rss, processes=count)
+
+
+def terminate(proc: subprocess.Popen, grace: float = 60.0) -> int:
+    """SIGTERM a child, SIGKILL it if it has not exited after `grace` seconds; its exit code."""
+    proc.terminate()
+    try:
+        return proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from finetune import hardware
+from longctx.procs import terminate
 from serve.launch import LaunchError, wait_until_ready
 from tests.tiny import make_tiny_checkpoint
 
@@ -82,11 +83,7 @@ def serve_tiny(root: Path, dtype: str, *flags: str):
         wait_for(url, API_KEY, proc, log)
         yield Server(url, API_KEY, model, TINY_CONTEXT * TINY_FACTOR, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc)
 
 
 @pytest.fixture(scope="session")

@@ -73,3 +73,16 @@ def test_tree_memory_counts_the_children():
         proc.kill()
         proc.wait()
     assert tree_memory(proc.pid) is None
+
+
+def test_terminate_kills_what_ignores_sigterm():
+    from longctx.procs import terminate
+
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    assert terminate(polite, grace=10) == -signal.SIGTERM
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+                                 "time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    stubborn.stdout.readline()  # its handler is in place
+    start = time.monotonic()
+    assert terminate(stubborn, grace=1) == -signal.SIGKILL and time.monotonic() - start < 10

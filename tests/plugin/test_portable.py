@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+from longctx.procs import terminate
 from tests.conftest import TINY_CONTEXT, TINY_FACTOR, free_port, wait_for
 from tests.serve.test_server import LOGPROB_ATOL, long_prompt, served_top5
 from tests.tiny import make_tiny_checkpoint
@@ -53,12 +54,7 @@ def plain_vllm_top5(model, tmp_path, ids: list[int], plugins: bool) -> dict[int,
         except OpenAIError as e:
             return f"error: {e}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
 
 
 def as_served_logprobs(model, ids: list[int]) -> torch.Tensor:
