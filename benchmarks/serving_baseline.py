@@ -117,11 +117,6 @@ def start_hf_server(model: Path, port: int, log: Path) -> tuple[subprocess.Popen
     return proc, wait_ready(proc, f"http://127.0.0.1:{port}", log, start)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL: uvicorn's graceful shutdown waits for the HF server's dropped generations."""
-    terminate(proc, grace=60)
-
-
 def loadtest_command(url: str, args, out: Path) -> list[str]:
     return [sys.executable, "-m", "loadtest", "--host", url, "--scenario", "chat", "--users", args.users,
             "--duration", args.duration, "--buckets", args.bucket, "--max-tokens", args.max_tokens,
@@ -145,7 +140,7 @@ def measure(name: str, url: str, proc: subprocess.Popen, args) -> dict:
         if done.returncode not in (0, 1):
             raise SystemExit(f"loadtest failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
     finally:
-        stop(proc)
+        terminate(proc)  # SIGKILL after 60 s: uvicorn's graceful stop waits for the HF server's dropped generations
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]
     return {"command": " ".join(cmd[1:]), "load_before": load_before, "load_after": os.getloadavg(),
             **digest(records), "probe": probe}

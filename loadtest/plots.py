@@ -10,7 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: the runner may have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from loadtest.summary import PCTS, by_bucket, percentile, values  # noqa: E402
+from loadtest.summary import PCTS, by_bucket, values  # noqa: E402
+from longctx.stats import percentile  # noqa: E402
 
 
 def latency_by_length(records: list[dict], out: Path) -> Path:

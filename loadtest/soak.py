@@ -17,7 +17,8 @@ from longctx.procs import listening_pid, tree_memory
 from loadtest.accuracy import dropped, tally
 from loadtest.metrics import parse_prometheus
 from loadtest.server import scrape
-from loadtest.summary import failures, groups, percentile, values
+from loadtest.summary import failures, groups, values
+from longctx.stats import percentile
 
 GAUGES = {"running": "vllm:num_requests_running", "waiting": "vllm:num_requests_waiting",
           "kv_cache": "vllm:kv_cache_usage_perc"}
@@ -111,6 +112,11 @@ def windows(records: list[dict], samples: list[dict], n: int) -> list[Window]:
     return out
 
 
+def drift(spans: list[Window], key: str) -> float | None:
+    """The last window's `key` against the first's (change), None without windows."""
+    return change(getattr(spans[0], key), getattr(spans[-1], key)) if spans else None
+
+
 def change(first: float | None, last: float | None) -> float | None:
     """last / first - 1, None where either is missing."""
     return None if first is None or last is None or first <= 0 else last / first - 1
@@ -150,10 +156,7 @@ class Verdict:
 def judge(records: list[dict], spans: list[Window], baseline: list[dict] | None, th: Thresholds) -> Verdict:
     """The figures a soak is judged by, and which of the given thresholds they break."""
     n_fail = sum(1 for r in records if r["failure"])
-    first, last = (spans[0], spans[-1]) if spans else (None, None)
-    mem = change(first and first.memory_mib, last and last.memory_mib)
-    ttft, itl = change(first and first.ttft_p95, last and last.ttft_p95), change(first and first.itl_p95,
-                                                                                  last and last.itl_p95)
+    mem, ttft, itl = (drift(spans, key) for key in ("memory_mib", "ttft_p95", "itl_p95"))
     spread = [r for r in records if r.get("kind", "spread") == "spread"]
     accuracy = tally(spread).rate
     load, base = groups(records), groups(baseline or [])
@@ -166,11 +169,11 @@ def judge(records: list[dict], spans: list[Window], baseline: list[dict] | None,
         broken.append("memory growth not measured (is the server on this machine? give --server-pid)" if mem is None
                       else f"memory grew {mem:+.1%} > --max-memory-growth {th.max_memory_growth:.0%}")
     if th.max_p95_drift is not None:
-        for name, drift in (("TTFT", ttft), ("ITL", itl)):
-            if drift is None:
+        for name, moved in (("TTFT", ttft), ("ITL", itl)):
+            if moved is None:
                 broken.append(f"{name} p95 drift not measured (too few requests in the first or last window)")
-            elif drift > th.max_p95_drift:
-                broken.append(f"{name} p95 drifted {drift:+.1%} > --max-p95-drift {th.max_p95_drift:.0%}")
+            elif moved > th.max_p95_drift:
+                broken.append(f"{name} p95 drifted {moved:+.1%} > --max-p95-drift {th.max_p95_drift:.0%}")
     if th.min_accuracy is not None and (accuracy is None or accuracy < th.min_accuracy):
         broken.append(f"passkey accuracy under load {'-' if accuracy is None else f'{accuracy:.1%}'} "
                       f"< --min-accuracy {th.min_accuracy:.0%}")

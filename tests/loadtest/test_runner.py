@@ -47,6 +47,7 @@ def test_exit_code():
     ok, bad = {"failure": None}, {"failure": "http 500"}
     assert exit_code(1, [ok]) == 0  # Locust's 1 from wrong passkeys alone
     assert exit_code(1, [ok, bad]) == 1 and exit_code(0, []) == 1 and exit_code(2, [ok]) == 2
+    assert exit_code(1, [ok, bad], allowed=1) == 0 and exit_code(1, [ok, bad, bad], allowed=1) == 1  # --max-failures
 
 
 def test_unreachable_host_is_bad_input(tmp_path):
