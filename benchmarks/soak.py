@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import PORT, REPO, URL, machine_header, start_server  # noqa: E402
+from longctx.procs import terminate  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 THRESHOLDS = ("--max-failures", "0", "--max-memory-growth", "0.1", "--max-p95-drift", "0.2", "--fail-on-accuracy-drop")
@@ -49,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = subprocess.run(cmd, cwd=REPO).returncode
     finally:
-        server.terminate()
-        server.wait(timeout=120)
+        terminate(server, grace=120)
     summary = (args.out / "summary.md").read_text() if (args.out / "summary.md").exists() else "(no summary)\n"
     body = summary.split("\n", 1)[1]  # its own title line replaced by ours
     served = f"`python -m serve {args.model or '(default model)'} --per-request-metrics" + (
