@@ -22,7 +22,7 @@ replicate: setup
 	$(PY) benchmarks/replicate.py $(ARGS)
 
 default-model: setup
-	$(PY) -c "from finetune.default_model import ensure_default_model; ensure_default_model()"
+	$(PY) -c "from longctx.default_model import ensure_default_model; ensure_default_model()"
 
 clean:
 	rm -rf .venv .pytest_cache

@@ -48,8 +48,8 @@ def main() -> None:
     ap.add_argument("--eager", action="store_true", help="--enforce-eager (starts faster)")
     args = ap.parse_args()
 
-    from finetune.default_model import ensure_default_model
-    from finetune.home import longctx_home
+    from longctx.default_model import ensure_default_model
+    from longctx.home import longctx_home
 
     model = (args.model or ensure_default_model()).resolve()
     runs = {}

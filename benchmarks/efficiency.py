@@ -57,7 +57,7 @@ def build_model(model_dir: Path, attention: str, length: int, mode: str = "longl
     because extend_config refuses a target that is not an extension (or that shrinks an extended one)."""
     from finetune.config import TrainConfig
     from finetune.model import read_config
-    from finetune.rope import original_context, serving_length
+    from longctx.rope import original_context, serving_length
     from finetune.train import build_model as train_build_model
 
     config = read_config(model_dir)
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         print(render(args.render))
         return
     if args.model is None:
-        from finetune.default_model import ensure_default_model
+        from longctx.default_model import ensure_default_model
 
         args.model = ensure_default_model()
     header = machine_header(sys.argv if argv is None else [__file__, *argv])

@@ -39,8 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import retrieval  # noqa: E402
 from benchmarks.common import PORT, REPO, digest, finetune, machine_header, start_server  # noqa: E402
-from finetune.home import atomic_dir, longctx_home  # noqa: E402
-from finetune.rope import original_context  # noqa: E402
+from longctx.home import atomic_dir, longctx_home  # noqa: E402
+from longctx.rope import original_context  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -379,7 +379,7 @@ def caveats(results: dict[str, dict]) -> list[str]:
     if "dynamic" not in results:
         return []
     return ["- `dynamic`: transformers (perplexity) rescales only past the original context, by the current "
-            "length; the server computes one NTK base for the whole served length (finetune/rope.py, "
+            "length; the server computes one NTK base for the whole served length (longctx/rope.py, "
             "`serving_rope`) and uses it at every length. Its retrieval below the served length is therefore "
             "that of a fixed NTK ×factor RoPE, not of the dynamic one its perplexity measures."]
 
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
     work = longctx_home() / "default-extended"
     work.mkdir(parents=True, exist_ok=True)
     if s.base is None:
-        from finetune.default_model import ensure_default_model
+        from longctx.default_model import ensure_default_model
 
         s = dataclasses.replace(s, base=ensure_default_model())
     # `finetune` runs from the repository root: hand it absolute paths

@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                         "fewer tokens than the burst (vLLM logs its size; the report quotes it)")
     p.add_argument("--out", type=Path, default=RESULTS / "faults.md")
     args = p.parse_args(argv)
-    from finetune.default_model import ensure_default_model
+    from longctx.default_model import ensure_default_model
     from finetune.model import load_tokenizer
 
     model_dir = (args.model or ensure_default_model()).resolve()

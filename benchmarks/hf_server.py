@@ -3,7 +3,7 @@ a minimal OpenAI-compatible API (FastAPI + uvicorn). A baseline, not a product.
 
     python benchmarks/hf_server.py [MODEL_DIR] [--port 8766]
 
-One model, in `finetune.hardware.best_dtype` (float32 on this CPU), default attention (sdpa). Requests are
+One model, in `longctx.hardware.best_dtype` (float32 on this CPU), default attention (sdpa). Requests are
 handled as a plain HF server does: one `generate` at a time behind a lock, no batching, no KV-cache
 sharing; other requests wait for the lock. Streaming uses `TextIteratorStreamer`, which releases text at
 word boundaries, so a chunk may hold more than one token.
@@ -78,7 +78,7 @@ class Generator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from finetune.hardware import best_dtype, cuda_available
+        from longctx.hardware import best_dtype, cuda_available
 
         self.device = "cuda" if cuda_available() else "cpu"
         self.dtype = best_dtype(cuda_available())
@@ -185,7 +185,7 @@ def main() -> None:
 
     import uvicorn
 
-    from finetune.default_model import ensure_default_model
+    from longctx.default_model import ensure_default_model
 
     gen = Generator((args.model or ensure_default_model()).resolve())
     print(f"hf_server: {gen.name} in {gen.dtype} on {gen.device}, one generate at a time, "

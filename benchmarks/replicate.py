@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import digest, finetune, machine_header  # noqa: E402
-from finetune.home import atomic_dir, longctx_home  # noqa: E402
+from longctx.home import atomic_dir, longctx_home  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -108,7 +108,7 @@ ROWS = (
 
 def split_works() -> tuple[list[Path], list[Path]]:
     """(training works, held-out works) of the default corpus; metadata.txt is not a work."""
-    from finetune.corpus import default_corpus_files
+    from longctx.corpus import default_corpus_files
 
     works = [f for f in default_corpus_files() if f.name != "metadata.txt"]
     heldout = [f for f in works if f.name in HELDOUT_WORKS]

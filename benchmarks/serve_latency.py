@@ -61,7 +61,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from finetune.default_model import ensure_default_model
+    from longctx.default_model import ensure_default_model
 
     model = (args.model or ensure_default_model()).resolve()
     tokenizer = AutoTokenizer.from_pretrained(model)

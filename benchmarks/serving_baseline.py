@@ -162,10 +162,10 @@ def main() -> None:
     ap.add_argument("--port-patience", type=float, default=1800, help="seconds to wait for port 8765 to be free")
     args = ap.parse_args()
 
-    from finetune.default_model import ensure_default_model
-    from finetune.home import longctx_home
+    from longctx.default_model import ensure_default_model
+    from longctx.home import longctx_home
 
-    from finetune.hardware import choose_dtype
+    from longctx.hardware import choose_dtype
 
     model = (args.model or ensure_default_model()).resolve()
     dtype = choose_dtype(False).dtype  # what both servers load the model in on this machine

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="`python -m serve --enforce-eager` (starts in ~1 min instead of ~4)")
     p.add_argument("--out", type=Path, default=RESULTS / "soak")
     args = p.parse_args(argv)
-    from finetune.default_model import ensure_default_model
+    from longctx.default_model import ensure_default_model
 
     model_dir = (args.model or ensure_default_model()).resolve()
     header = machine_header(sys.argv if argv is None else [__file__, *argv])

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from finetune.config import TrainConfig, UsageError
-from finetune.home import atomic_dir
+from longctx.home import atomic_dir
 
 # Settings that may change when a run is resumed; any other difference means another run.
 RESUMABLE_CHANGES = ("max_steps", "save_every", "resume", "loss_chunk")  # none changes the math

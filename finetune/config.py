@@ -1,27 +1,21 @@
 """Typed settings for `finetune train` and `finetune merge`.
 
-Each field's docstring is its `--help` line (read from this file's source, as litgpt's args.py does
-through jsonargparse). Checks live in `__post_init__` and raise `UsageError` naming the fix."""
+Each field's docstring is its `--help` line (longctx/cli.py reads it from this file's source). Checks
+live in `__post_init__` and raise `UsageError` naming the fix."""
 
 from __future__ import annotations
 
-import ast
-import inspect
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Literal, get_args
 
-from finetune.rope import METHODS
+from longctx.cli import UsageError
+from longctx.rope import METHODS
 
 Mode = Literal["longlora", "lora", "full"]
 Attention = Literal["s2", "full"]
 Precision = Literal["auto", "bf16", "fp32"]
 EvalDtype = Literal["auto", "float32", "bfloat16"]
-
-
-class UsageError(ValueError):
-    """Bad input from the user: the CLI prints the one-line message and exits with code 2."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +28,7 @@ class TrainConfig:
     """context length to train for, in tokens; every training block has exactly this length"""
     data: tuple[Path, ...] = ()
     """text files, folders, JSONL files (field `text`) or named corpora (corpus:shakespeare|austen|manuals|mix,
-    fetched once; see finetune/corpus.py); default: corpus:shakespeare"""
+    fetched once; see longctx/corpus.py); default: corpus:shakespeare"""
     sft: Path | None = None
     """LongAlpaca-format JSON (list of {instruction, output[, input]}): supervised, loss on answers only"""
     out: Path = Path("runs/longctx")
@@ -176,13 +170,3 @@ class EvalConfig:
             raise UsageError("--stride, --max-windows and --passkey-depths must be at least 1, "
                              "--passkey-trials at least 0")
 
-
-@cache
-def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (the string literal right after each field)."""
-    body = ast.parse(inspect.getsource(cls)).body[0].body
-    docs = {}
-    for field, doc in zip(body, body[1:]):
-        if isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant):
-            docs[field.target.id] = str(doc.value.value)
-    return docs

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from finetune.config import UsageError
-from finetune.home import atomic_dir, longctx_home
+from longctx.home import atomic_dir, longctx_home
 
 IGNORE = -100  # label value the HF loss skips
 TEXT_SUFFIXES = (".txt", ".md", ".jsonl")

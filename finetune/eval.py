@@ -15,12 +15,13 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from finetune import hardware, passkey
+from finetune import passkey
+from longctx import hardware
 from finetune.config import EvalConfig, TrainConfig, UsageError
 from finetune.data import read_documents, text_files, tokenize_joined
 from finetune.loss import causal_lm_loss
 from finetune.model import load_as_served, load_tokenizer, read_config
-from finetune.rope import extend_config, length_for_factor, serving_length
+from longctx.rope import extend_config, length_for_factor, serving_length
 
 # `finetune train` holds out the last blocks of the packed corpus, `eval_fraction` of them rounded up; the
 # tail starting at ceil((1 - fraction) * tokens) never reaches a training block, whatever the block length.
@@ -80,7 +81,7 @@ def load_model(model_dir: Path, rope: str | None, factor: float | None, device: 
 
 def heldout_ids(data: tuple[Path, ...], tokenizer, log) -> list[int]:
     """Token ids of `data` whole, or of the held-out tail of the default corpus."""
-    from finetune.corpus import default_corpus_files, resolve_data
+    from longctx.corpus import default_corpus_files, resolve_data
 
     if data:
         return tokenize_joined([d for f in text_files(resolve_data(data, log)) for d in read_documents(f)], tokenizer)

@@ -16,11 +16,11 @@ import torch
 
 from finetune.checkpoint import checkpoint_at, read_run, write_json
 from finetune.config import MergeConfig, UsageError
-from finetune.default_model import mark_as_longctx
-from finetune.home import atomic_dir
+from longctx.default_model import mark_as_longctx
+from longctx.home import atomic_dir
 from finetune.lora import load_adapter
 from finetune.model import extended_config, load_extended, load_tokenizer
-from finetune.rope import META_KEY, check_config, serving_length
+from longctx.rope import META_KEY, check_config, serving_length
 
 STAMP = "longctx_merge.json"  # which checkpoint a merged folder came from (makes a re-run a no-op)
 SAMPLE_TOKENS = 512  # verification sample: long enough to use interpolated positions, short enough for CPU

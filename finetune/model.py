@@ -10,7 +10,7 @@ import torch
 
 from finetune.config import UsageError
 from longctx.archs import PLUGIN_ARCH
-from finetune.rope import as_served, extend_config
+from longctx.rope import as_served, extend_config
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def read_config(model_dir: Path) -> dict[str, Any]:
 
 
 def extended_config(model_dir: Path, method: str, target_length: int) -> dict[str, Any]:
-    """config.json with RoPE extended by `finetune.rope.extend_config` (refuses models without RoPE)."""
+    """config.json with RoPE extended by `longctx.rope.extend_config` (refuses models without RoPE)."""
     return extend_config(read_config(model_dir), method, target_length)
 
 
@@ -40,7 +40,7 @@ def load_extended(model_dir: Path, method: str, target_length: int, dtype=torch.
 
 
 def load_as_served(model_dir: Path, config: dict[str, Any], dtype=torch.float32):
-    """The causal LM in `model_dir` with the RoPE the plugin serves for `config` (`finetune.rope.as_served`):
+    """The causal LM in `model_dir` with the RoPE the plugin serves for `config` (`longctx.rope.as_served`):
     what evaluation must measure."""
     return load_with_rope(model_dir, as_served(config), dtype)
 

@@ -9,7 +9,8 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from finetune import checkpoint, distributed, hardware, pose
+from finetune import checkpoint, distributed, pose
+from longctx import hardware
 from finetune.config import TrainConfig, UsageError
 from finetune.data import Dataset, Stream, collate, pretraining_data, sft_data
 from finetune.lora import apply_mode, load_adapter, trainable_count
@@ -96,7 +97,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
 def base_model(cfg: TrainConfig, log) -> Path:
     """--model, or the embedded default model."""
     if cfg.model is None:
-        from finetune.default_model import ensure_default_model
+        from longctx.default_model import ensure_default_model
 
         return ensure_default_model(log)
     if not Path(cfg.model).is_dir():
@@ -119,7 +120,7 @@ def load_data(cfg: TrainConfig, tokenizer, base_dir: Path, log) -> Dataset:
     or --pose-window tokens under PoSE (held-out blocks too: evaluated with consecutive positions)."""
     if cfg.sft:
         return sft_data(cfg.sft, tokenizer, cfg.target_length, cfg.eval_fraction)
-    from finetune.corpus import default_corpus_files, resolve_data
+    from longctx.corpus import default_corpus_files, resolve_data
 
     paths = resolve_data(cfg.data, log) if cfg.data else default_corpus_files(log)
     length = cfg.pose_window or cfg.target_length
@@ -177,7 +178,7 @@ def use_s2attn(model: torch.nn.Module, group_ratio: float) -> None:
 
 def use_bf16(precision: str, device: torch.device) -> bool:
     """bf16 autocast where the hardware computes bf16 natively (on CPU: AVX512-BF16 or AMX; emulated bf16 is
-    far slower than fp32, see finetune/hardware.py) or LONGCTX_DTYPE=bfloat16 asks; fp32 weights either way."""
+    far slower than fp32, see longctx/hardware.py) or LONGCTX_DTYPE=bfloat16 asks; fp32 weights either way."""
     if precision != "auto":
         return precision == "bf16"
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()

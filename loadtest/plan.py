@@ -46,7 +46,7 @@ def choose_buckets(asked: list[str] | None, info: ServerInfo, max_tokens: int, l
 
 def corpus_text() -> str:
     """The project's default corpus (Shakespeare) as one string."""
-    from finetune.corpus import default_corpus_files  # fetched once and cached under LONGCTX_HOME
+    from longctx.corpus import default_corpus_files  # fetched once and cached under LONGCTX_HOME
 
     return "\n".join(f.read_text(errors="replace") for f in default_corpus_files(log=lambda *_: None))
 

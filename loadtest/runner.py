@@ -18,7 +18,6 @@ from longctx.procs import running
 from loadtest.metrics import parse_prometheus, server_side
 from loadtest.baseline import run_baseline
 from loadtest.plan import load_plan, make_plan, save_plan
-from loadtest.plots import write_plots
 from loadtest.scenarios import SCENARIOS
 from loadtest.server import ServerError, scrape
 from loadtest.soak import Sampler, Thresholds, judge, section, server_pid, windows
@@ -210,6 +209,8 @@ def write_results(cfg: RunConfig, records: list[dict], server: dict | None,
     over_time = section(records, samples or [], spans, verdict, cfg.thresholds) if samples or verdict else []
     (cfg.out / "summary.md").write_text(render(records, slo, title, server, baseline, over_time))
     if records:
+        from loadtest.plots import write_plots  # matplotlib loads only when a run draws
+
         write_plots(records, cfg.out, samples or [])
     if verdict is None:
         return ["no request completed"] if cfg.thresholds.given() else []

@@ -10,7 +10,7 @@ from vllm.model_executor.models.llama import LlamaForCausalLM
 from vllm.model_executor.models.mistral import MistralForCausalLM
 from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
 
-from finetune.rope import META_KEY, check_config, serving_rope, unprepared
+from longctx.rope import META_KEY, check_config, serving_rope, unprepared
 from longctx.archs import is_ours
 
 
@@ -18,7 +18,7 @@ def prepare_rope(hf_config) -> None:
     """Refuse an inconsistent checkpoint, then point the config at the RoPE vLLM must build.
 
     Only dynamic NTK changes: vLLM's cache would otherwise stop at max_position_embeddings and yield
-    NaN beyond it (see `finetune.rope.serving_rope`). Idempotent: a second call changes nothing."""
+    NaN beyond it (see `longctx.rope.serving_rope`). Idempotent: a second call changes nothing."""
     config = unprepared(hf_config.to_dict())
     check_config(config)
     rope = serving_rope(config)

@@ -4,47 +4,34 @@ OpenAI-compatible server with long-context defaults. Without MODEL_DIR, the embe
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
-from pathlib import Path
 
-from finetune.config import field_docs
-from finetune.rope import RopeConfigError, check_config
+from longctx import cli
+from longctx.rope import RopeConfigError, check_config
 from serve.args import Machine, build_command, effective_config, max_model_len
-from serve.config import PROFILES, ServeConfig
+from serve.config import ServeConfig
 from serve.launch import LaunchError, check_port_free, read_checkpoint_config, run_server, usage_banner
 
 
+PROG = "python -m serve"
+
+
 def parser() -> argparse.ArgumentParser:
-    docs = field_docs(ServeConfig)
-    p = argparse.ArgumentParser(prog="python -m serve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", nargs="?", type=Path, help=docs["model"])
-    for f in dataclasses.fields(ServeConfig):
-        if f.name in ("model", "vllm_args"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool",):
-            p.add_argument(flag, action="store_true", help=docs[f.name])
-            continue
-        kind = {"int": int, "int | None": int, "float | None": float}.get(f.type, str)
-        extra = {"choices": list(PROFILES)} if f.name == "profile" else {}
-        extra = {"choices": ["linear", "yarn", "dynamic"]} if f.name == "rope" else extra
-        p.add_argument(flag, type=kind, default=f.default, help=docs[f.name], **extra)
-    return p
+    return cli.parser(ServeConfig, PROG, __doc__, positional=("model",), skip=("vllm_args",))
 
 
 def parse_args(argv: list[str]) -> ServeConfig:
+    """Our flags, then everything after `--` passed to vLLM as it is; the key falls back to $LONGCTX_API_KEY."""
     ours, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
-    ns = vars(parser().parse_args(ours))
-    ns["api_key"] = ns["api_key"] or os.environ.get("LONGCTX_API_KEY") or None
-    return ServeConfig(**ns, vllm_args=tuple(extra))
+    given = cli.given_values(vars(parser().parse_args(ours)), ("model",))
+    given.setdefault("api_key", os.environ.get("LONGCTX_API_KEY") or None)
+    return cli.build(ServeConfig, {**given, "vllm_args": tuple(extra)}, PROG, positional=("model",))
 
 
 def detect_machine() -> Machine:
-    from finetune.hardware import available_memory_bytes, best_dtype, cuda_available, usable_cpus
-    from finetune.home import longctx_home
+    from longctx.hardware import available_memory_bytes, best_dtype, cuda_available, usable_cpus
+    from longctx.home import longctx_home
 
     cuda = cuda_available()
     return Machine(cuda=cuda, dtype=best_dtype(cuda), cpus=tuple(usable_cpus()),
@@ -56,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_args(sys.argv[1:] if argv is None else argv)
         model = cfg.model
         if model is None:
-            from finetune.default_model import ensure_default_model
+            from longctx.default_model import ensure_default_model
 
             model = ensure_default_model()
         model = model.expanduser().resolve()
@@ -65,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         check_port_free(cfg.host, cfg.port)
         machine = detect_machine()
         argv_, env = build_command(config, cfg, machine, model, python=sys.executable)
-    except (ValueError, LaunchError, RopeConfigError) as err:  # RopeConfigError is a ValueError too
-        print(f"longctx serve: error: {err}", file=sys.stderr)
-        return 2
+    except (ValueError, LaunchError, RopeConfigError) as err:  # UsageError, RopeConfigError are ValueErrors too
+        return cli.fail("longctx serve", str(err))
     url = f"http://{cfg.host}:{cfg.port}/v1"
     name = cfg.name or model.name
     banner = usage_banner(url, name, max_model_len(config, cfg), cfg.api_key)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from longctx.archs import PLUGIN_ARCH
-from finetune.rope import extend_config, length_for_factor, served_length
+from longctx.rope import extend_config, length_for_factor, served_length
 from serve.config import PROFILES, ServeConfig
 
 GiB = 2**30

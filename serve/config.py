@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class ServeConfig:
     """TCP port."""
     api_key: str | None = None
     """Require this bearer token (default: $LONGCTX_API_KEY, else no key)."""
-    profile: str = DEFAULT_PROFILE
+    profile: Literal["latency", "throughput"] = DEFAULT_PROFILE
     """Chunked-prefill preset: latency (small chunks, fair time to first token) or throughput."""
     max_num_batched_tokens: int | None = None
     """Override the preset's token budget per engine step."""
@@ -44,7 +45,7 @@ class ServeConfig:
     """KV-cache size in GiB (default: what 8 full-length sequences need, at most a quarter of free RAM)."""
     dtype: str | None = None
     """Weights' dtype (default: bfloat16 where the hardware runs it natively, else float32)."""
-    rope: str | None = None
+    rope: Literal["linear", "yarn", "dynamic"] | None = None
     """Extend a base checkpoint at inference time: linear, yarn or dynamic (needs --factor)."""
     factor: float | None = None
     """Context extension factor for --rope (served length = original context x factor)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune import hardware
+from longctx import hardware
 from longctx.procs import terminate
 from serve.launch import LaunchError, wait_until_ready
 from tests.tiny import make_tiny_checkpoint
@@ -52,7 +52,7 @@ def free_port() -> int:
 
 def make_served_checkpoint(out: Path) -> Path:
     """The tiny checkpoint as `finetune merge` writes one: linear RoPE x4, our architecture, metadata."""
-    from finetune.default_model import mark_as_longctx
+    from longctx.default_model import mark_as_longctx
 
     rope = {"rope_type": "linear", "factor": float(TINY_FACTOR), "rope_theta": 10000.0}
     make_tiny_checkpoint(out, context=TINY_CONTEXT, rope=rope)

@@ -2,7 +2,8 @@ import re
 
 import pytest
 
-from finetune.config import MergeConfig, TrainConfig, UsageError, field_docs
+from finetune.config import MergeConfig, TrainConfig, UsageError
+from longctx.cli import field_docs
 
 
 def test_every_field_documents_itself():

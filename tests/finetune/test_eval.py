@@ -132,7 +132,7 @@ def eval_json(model, corpus, out, *flags) -> dict:
 
 
 def test_eval_json_records_the_dtype_and_why(tiny_model, corpus, tmp_path, monkeypatch):
-    from finetune.hardware import REPORTED_FLAGS
+    from longctx.hardware import REPORTED_FLAGS
 
     pinned = eval_json(tiny_model, corpus, tmp_path / "pinned", "--dtype", "float32")
     assert pinned["dtype"] == "float32" and pinned["chosen_by"] == "--dtype"
@@ -189,7 +189,7 @@ def served_rotary(config: dict, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def dynamic_checkpoint(tmp_path_factory):
     """A checkpoint as `finetune merge` writes one for dynamic NTK x4 over the tiny model's context."""
-    from finetune.default_model import mark_as_longctx
+    from longctx.default_model import mark_as_longctx
     from tests.finetune.conftest import CONTEXT
     from tests.tiny import make_tiny_checkpoint
 
@@ -208,7 +208,7 @@ def test_eval_dynamic_rope_is_the_served_one_at_every_length(tiny_model, dynamic
     `finetune eval` must measure that model at every length, not transformers' per-length one."""
     from finetune.eval import load_model
     from finetune.model import read_config
-    from finetune.rope import extend_config
+    from longctx.rope import extend_config
 
     if source == "override":  # finetune eval BASE --rope dynamic --factor 4 / python -m serve the same
         model = load_model(tiny_model, "dynamic", 4.0, torch.device("cpu"))

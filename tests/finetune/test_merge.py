@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from finetune.config import MergeConfig, TrainConfig, UsageError
 from finetune.merge import MergeError, check_close, merge, sample_ids
-from finetune.rope import serving_length
+from longctx.rope import serving_length
 from finetune.train import train
 from finetune.lora import load_adapter
 from finetune.model import load_extended

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from finetune import hardware
+from longctx import hardware
 from finetune.checkpoint import checkpoint_at, checkpoints, read_run
 from finetune.config import TrainConfig, UsageError
 from finetune.train import train, use_bf16

@@ -58,12 +58,12 @@ def test_unreachable_host_is_bad_input(tmp_path):
 
 
 def test_baseline_and_needle_flags(tmp_path):
-    from loadtest.__main__ import config, parser
+    from loadtest.__main__ import parse_args
 
-    cfg = config(parser().parse_args(["--host", "http://h:1", "--out", str(tmp_path), "--chunk-tokens", "512",
-                                      "--original-context", "2048"]))
+    cfg = parse_args(["--host", "http://h:1", "--out", str(tmp_path), "--chunk-tokens", "512",
+                                      "--original-context", "2048"])
     assert cfg.baseline and cfg.chunk_tokens == 512 and cfg.original_context == 2048
-    assert not config(parser().parse_args(["--host", "h", "--out", str(tmp_path), "--no-baseline"])).baseline
+    assert not parse_args(["--host", "h", "--out", str(tmp_path), "--no-baseline"]).baseline
     with pytest.raises(ValueError, match="--chunk-tokens must be a positive token count"):
         RunConfig(host="h", out=tmp_path, chunk_tokens=0)
 

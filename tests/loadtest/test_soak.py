@@ -104,13 +104,13 @@ def test_soak_buckets_run_from_256_tokens_to_the_limit():
 
 
 def test_threshold_flags(tmp_path):
-    from loadtest.__main__ import config, parser
+    from loadtest.__main__ import parse_args
 
-    cfg = config(parser().parse_args(["--host", "http://h:1", "--out", str(tmp_path), "--scenario", "soak",
+    cfg = parse_args(["--host", "http://h:1", "--out", str(tmp_path), "--scenario", "soak",
                                       "--max-failures", "0", "--max-memory-growth", "0.1", "--max-p95-drift", "0.2",
-                                      "--min-accuracy", "0.9", "--fail-on-accuracy-drop", "--sample-every", "5"]))
+                                      "--min-accuracy", "0.9", "--fail-on-accuracy-drop", "--sample-every", "5"])
     assert cfg.thresholds == Thresholds(0, 0.1, 0.2, 0.9, True) and cfg.sample_every == 5.0
-    assert not config(parser().parse_args(["--host", "h", "--out", str(tmp_path)])).thresholds.given()
+    assert not parse_args(["--host", "h", "--out", str(tmp_path)]).thresholds.given()
     for bad, says in ((dict(min_accuracy=1.5), "at most 1"), (dict(max_memory_growth=-0.1), "at least 0"),
                       (dict(windows=0), "--windows"), (dict(server_pid=2**22 + 1), "no such process")):
         with pytest.raises(ValueError, match=says):

@@ -3,7 +3,7 @@
 import pytest
 from transformers import LlamaConfig
 
-from finetune.rope import META_KEY, RopeConfigError, extend_config
+from longctx.rope import META_KEY, RopeConfigError, extend_config
 
 BASE = {"model_type": "llama", "max_position_embeddings": 128, "hidden_size": 64, "num_attention_heads": 4,
         "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 512,
@@ -39,7 +39,7 @@ def test_dynamic_rope_matches_transformers_at_full_length():
     from vllm.config import VllmConfig, set_current_vllm_config
     from vllm.model_executor.layers.rotary_embedding import get_rope
 
-    from finetune.rope import serving_rope
+    from longctx.rope import serving_rope
 
     config = extend_config(BASE, "dynamic", 512)
     rope = serving_rope(config)

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 
 def merged_checkpoint(out, method: str):
     """The tiny model extended x4 with `method`, marked as `finetune merge` marks it."""
-    from finetune.default_model import mark_as_longctx
-    from finetune.rope import extend_config
+    from longctx.default_model import mark_as_longctx
+    from longctx.rope import extend_config
 
     make_tiny_checkpoint(out, context=TINY_CONTEXT)
     path = out / "config.json"
@@ -58,7 +58,7 @@ def plain_vllm_top5(model, tmp_path, ids: list[int], plugins: bool) -> dict[int,
 
 
 def as_served_logprobs(model, ids: list[int]) -> torch.Tensor:
-    """transformers' next-token logprobs with the RoPE our plugin serves (`finetune.rope.as_served`)."""
+    """transformers' next-token logprobs with the RoPE our plugin serves (`longctx.rope.as_served`)."""
     from finetune.model import load_as_served
 
     net = load_as_served(model, json.loads((model / "config.json").read_text())).eval()

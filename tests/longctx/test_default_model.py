@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from finetune import default_model
+from longctx import default_model
 
 
 def test_invalid_folders_are_not_taken_for_a_conversion(tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 
 from finetune.__main__ import main
-from finetune.hardware import DTYPE_ENV, DtypeError, best_dtype, choose_dtype
+from longctx.hardware import DTYPE_ENV, DtypeError, best_dtype, choose_dtype
 
 AVX2_ONLY = {"fpu", "avx", "avx2", "fma"}
 NATIVE_BF16 = AVX2_ONLY | {"avx512f", "avx512_bf16"}

