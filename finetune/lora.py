@@ -12,10 +12,9 @@ from pathlib import Path
 
 import torch
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
-# peft matches these as suffixes of module names; "model.norm" is the final norm of Llama, Mistral and
-# Qwen2 (a bare "norm" would also catch q_norm/k_norm of other families).
-LONGLORA_EXTRA = ("embed_tokens", "input_layernorm", "post_attention_layernorm", "model.norm")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # peft matches them as suffixes of module names
+# Every norm: each block's two, the final one ("model.norm"), and Qwen3's per-head q_norm and k_norm.
+LONGLORA_EXTRA = ("embed_tokens", "input_layernorm", "post_attention_layernorm", "model.norm", "q_norm", "k_norm")
 ADAPTER_MODES = ("longlora", "lora")
 
 

@@ -13,6 +13,16 @@ from longctx.archs import PLUGIN_ARCH
 from longctx.rope import as_served, extend_config
 
 
+# Families transformers 5 and vLLM 0.32 both implement that S²-Attn or our RoPE rules cannot take as they are.
+REFUSED = {
+    "phi3": "transformers 5 accepts only LongRoPE scaling in a Phi-3 config and rewrites yarn to it, so a linear, "
+            "yarn or dynamic extension could not be saved or read back",
+    "gemma2": "its attention soft-caps the logits and alternates sliding-window layers",
+    "gemma3": "it alternates sliding-window and global attention layers",
+    "cohere2": "it alternates sliding-window and global attention layers",
+}
+
+
 def read_config(model_dir: Path) -> dict[str, Any]:
     """The base model's config.json, or a UsageError naming the folder."""
     path = Path(model_dir) / "config.json"
@@ -22,8 +32,10 @@ def read_config(model_dir: Path) -> dict[str, Any]:
         raise UsageError(f"{model_dir} is not a model folder (no readable config.json)") from None
     except ValueError:
         raise UsageError(f"{path} is not valid JSON") from None
-    if config.get("model_type") not in PLUGIN_ARCH:
-        raise UsageError(f"model type {config.get('model_type')!r} is not supported; "
+    model_type = config.get("model_type")
+    if model_type not in PLUGIN_ARCH:
+        why = f" ({REFUSED[model_type]})" if model_type in REFUSED else ""
+        raise UsageError(f"model type {model_type!r} is not supported{why}; "
                          f"longctx trains {', '.join(PLUGIN_ARCH)} models")
     return config
 

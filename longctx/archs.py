@@ -12,6 +12,7 @@ FAMILIES = {  # config.json model_type -> the architecture name transformers and
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
 }
 PREFIX = "Longctx"
 PLUGIN_ARCH = {model_type: PREFIX + arch for model_type, arch in FAMILIES.items()}  # model_type -> our name

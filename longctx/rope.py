@@ -92,11 +92,13 @@ def extend_config(config: dict[str, Any], method: str, target_length: int) -> di
     base = rope_params_of(config)
     if base is None:
         raise RopeConfigError("the model has no RoPE (no rope_parameters/rope_theta in config.json); "
-                              "longctx extends RoPE models only (Llama, Mistral, Qwen2)")
+                              "longctx extends RoPE models only (Llama, Mistral, Qwen2, Qwen3)")
     check_composes(config, base, method, target_length)
     original = original_context(config)
     factor = extension_factor(target_length, original)
     params: dict[str, Any] = {"rope_type": method, "factor": factor, "rope_theta": base["rope_theta"]}
+    if "partial_rotary_factor" in base:  # a family that rotates part of each head keeps doing so
+        params["partial_rotary_factor"] = base["partial_rotary_factor"]
     out = {k: v for k, v in config.items() if k not in ("rope_scaling", "rope_theta")}
     if method == "yarn":
         params["original_max_position_embeddings"] = original

@@ -9,6 +9,7 @@ from vllm.config import VllmConfig
 from vllm.model_executor.models.llama import LlamaForCausalLM
 from vllm.model_executor.models.mistral import MistralForCausalLM
 from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
+from vllm.model_executor.models.qwen3 import Qwen3ForCausalLM
 
 from longctx.rope import META_KEY, check_config, serving_rope, unprepared
 from longctx.archs import is_ours
@@ -49,3 +50,4 @@ def with_checked_rope(base: type) -> type:
 LongctxLlamaForCausalLM = with_checked_rope(LlamaForCausalLM)  # Llama 2/3, SmolLM2
 LongctxMistralForCausalLM = with_checked_rope(MistralForCausalLM)
 LongctxQwen2ForCausalLM = with_checked_rope(Qwen2ForCausalLM)
+LongctxQwen3ForCausalLM = with_checked_rope(Qwen3ForCausalLM)

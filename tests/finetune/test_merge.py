@@ -122,7 +122,7 @@ def test_tied_embeddings_train_and_merge_consistently(tied_model, corpus, tmp_pa
         assert (adapter(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+@pytest.mark.parametrize("family", ["qwen2", "mistral", "qwen3"])
 def test_other_families_train_and_merge(family, tiny_model, corpus, tmp_path):
     from tests.finetune.conftest import make_family_checkpoint
 
@@ -130,7 +130,8 @@ def test_other_families_train_and_merge(family, tiny_model, corpus, tmp_path):
     run = trained_run(base, corpus, tmp_path / "run", target_length=128, max_steps=1)
     out = merge(MergeConfig(run=run, out=tmp_path / "merged"), log=lambda _: None)
     config = json.loads((out / "config.json").read_text())
-    assert config["architectures"] == [{"qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}[family]]
+    assert config["architectures"] == [{"qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM",
+                                        "qwen3": "Qwen3ForCausalLM"}[family]]
     assert serving_length(config) == 128
 
 

@@ -40,6 +40,15 @@ def test_linear_keeps_original_max_positions_and_yarn_raises_it():
     assert yarn["rope_parameters"]["factor"] == 4.0
 
 
+@pytest.mark.parametrize("method", ["linear", "yarn", "dynamic"])
+def test_a_partial_rotary_factor_is_kept(method):
+    """Dropping it would rotate every channel of a family that rotates only some (and transformers 5
+    validates some families' configs for it)."""
+    partial = {**BASE, "rope_parameters": {**BASE["rope_parameters"], "partial_rotary_factor": 0.5}}
+    assert extend_config(partial, method, 16384)["rope_parameters"]["partial_rotary_factor"] == 0.5
+    assert "partial_rotary_factor" not in extend_config(BASE, method, 16384)["rope_parameters"]
+
+
 def test_factor_composes_with_an_already_scaled_base():
     """LongLoRA issue #81: 8k (already x2 from 4k) -> 16k is x4 of the true original, not x2."""
     scaled = extend_config(BASE, "linear", 8192)

@@ -32,12 +32,14 @@ def test_our_classes_reuse_vllms_families():
     from vllm.model_executor.models.llama import LlamaForCausalLM
     from vllm.model_executor.models.mistral import MistralForCausalLM
     from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
+    from vllm.model_executor.models.qwen3 import Qwen3ForCausalLM
 
     from plugin import models
 
     assert issubclass(models.LongctxLlamaForCausalLM, LlamaForCausalLM)
     assert issubclass(models.LongctxMistralForCausalLM, MistralForCausalLM)
     assert issubclass(models.LongctxQwen2ForCausalLM, Qwen2ForCausalLM)
+    assert issubclass(models.LongctxQwen3ForCausalLM, Qwen3ForCausalLM)
     for arch, target in plugin.ARCHITECTURES.items():  # ours, and each family's standard name, to one class
         module, cls = target.split(":")
         assert module == "plugin.models" and cls == "Longctx" + arch.removeprefix("Longctx") and hasattr(models, cls)
