@@ -27,7 +27,7 @@ PROG = "python benchmarks/chunked_prefill.py"
 
 @dataclass(frozen=True)
 class Settings:
-    """One flag per field (longctx/cli.py)."""
+    """The servers and the load; every field is a flag."""
 
     model: Path | None = None
     """checkpoint folder (default: the embedded default model)"""

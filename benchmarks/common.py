@@ -149,7 +149,7 @@ def parse_settings(classes: Sequence[type], argv: Sequence[str] | None, prog: st
                 choices = list(typing.get_args(item)) if typing.get_origin(item) is typing.Literal else None
                 p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, nargs="*", choices=choices,
                                default=argparse.SUPPRESS, help=f"{cli.field_docs(cls).get(f.name, '')} "
-                               f"(default: {cli.show(cli.default_of(f))}; given with no value: none)")
+                               f"(default: {cli.show(cli.default_of(f))})")
     given = vars(p.parse_args(argv))
     return tuple(cli.build(cls, {f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given}, prog)
                  for cls in classes)
