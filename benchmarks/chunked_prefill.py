@@ -10,17 +10,43 @@ Prints the figures and writes benchmarks/results/chunked-prefill.{md,json}; each
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import URL, machine_header, start_server  # noqa: E402
+from benchmarks.common import URL, check_duration, check_profiles, machine_header, start_server  # noqa: E402
+from longctx import cli  # noqa: E402
 from longctx.stats import percentile  # noqa: E402
 
 RESULTS = Path("benchmarks/results")
+PROG = "python benchmarks/chunked_prefill.py"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The servers and the load; every field is a flag."""
+
+    model: Path | None = None
+    """checkpoint folder (default: the embedded default model)"""
+    profiles: tuple[str, ...] = ("latency", "throughput")
+    """`python -m serve --profile` presets to run, one fresh server each, e.g. latency,throughput"""
+    users: int = 5
+    """Locust users: one sends prompts near max_model_len, the others short ones (at least 2)"""
+    duration: str = "4m"
+    """Locust run time per server: 30s, 4m, 1h30m"""
+    short_bucket: str = "1k"
+    """prompt length of the short users, in tokens (1k = 1024), as `python -m loadtest --buckets`"""
+    eager: bool = False
+    """`python -m serve --enforce-eager` (starts faster)"""
+
+    def __post_init__(self) -> None:
+        check_profiles(self.profiles)
+        check_duration(self.duration)
+        if self.users < 2:
+            raise ValueError("--users must be at least 2: one long user and one short")
 
 
 def digest(records: list[dict]) -> dict:
@@ -38,29 +64,24 @@ def digest(records: list[dict]) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, help="checkpoint (default: the embedded default model)")
-    ap.add_argument("--profiles", default="latency,throughput")
-    ap.add_argument("--users", default="5")
-    ap.add_argument("--duration", default="4m")
-    ap.add_argument("--short-bucket", default="1k")
-    ap.add_argument("--eager", action="store_true", help="--enforce-eager (starts faster)")
-    args = ap.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(PROG, lambda: measure(cli.parse(Settings, argv, PROG, __doc__)))
 
+
+def measure(args: Settings) -> None:
     from longctx.default_model import ensure_default_model
     from longctx.home import longctx_home
 
     model = (args.model or ensure_default_model()).resolve()
     runs = {}
-    for profile in args.profiles.split(","):
+    for profile in args.profiles:
         out = RESULTS / f"chunked-prefill-{profile}"
         log = Path(f"/tmp/longctx-bench-{profile}.log")
         proc, ready = start_server(model, profile, longctx_home(), args.eager, log)
         print(f"[{profile}] server ready after {ready:.0f} s; running long-vs-short for {args.duration}", flush=True)
         try:
             cmd = [sys.executable, "-m", "loadtest", "--host", URL, "--scenario", "long-vs-short", "--users",
-                   args.users, "--duration", args.duration, "--buckets", args.short_bucket, "--out", str(out)]
+                   str(args.users), "--duration", args.duration, "--buckets", args.short_bucket, "--out", str(out)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode not in (0, 1):
                 raise SystemExit(f"loadtest failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -73,7 +94,7 @@ def main() -> None:
     write(runs, model, args)
 
 
-def write(runs: dict, model: Path, args) -> None:
+def write(runs: dict, model: Path, args: Settings) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "chunked-prefill.json").write_text(json.dumps(runs, indent=2))
     from serve.config import PROFILES
@@ -104,4 +125,4 @@ def write(runs: dict, model: Path, args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,8 +1,12 @@
 """Shared by the benchmark scripts: the header every results file carries (machine, versions,
-command, date), and real-text prompts of exact token lengths."""
+command, date), real-text prompts of exact token lengths, and the pieces of their command lines that
+longctx/cli.py does not build alone (several settings classes on one command line, flags that may be given
+empty, checks of listed values)."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -12,8 +16,12 @@ import shlex
 import subprocess
 import sys
 import time
+import typing
 from importlib import metadata
 from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from longctx import cli
 
 REPO = Path(__file__).resolve().parent.parent
 PORT = 8765  # benchmarks' own port, away from `make serve`'s 8000
@@ -120,3 +128,59 @@ def finetune(*args: str) -> tuple[float, float]:
 
 def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+# ---------------------------------------------------------------- command lines
+
+
+def parse_settings(classes: Sequence[type], argv: Sequence[str] | None, prog: str, description: str | None = None,
+                   may_be_empty: Sequence[str] = ()) -> tuple[Any, ...]:
+    """One command line for several settings classes (longctx/cli.py): a flag per field of each, one instance
+    of each back, in order. The tuple flags named in `may_be_empty` also take no value at all (`--measure`
+    alone: the empty tuple); their values are checked against the field's Literal, if it has one. argparse's
+    own errors exit with status 2; the classes' checks raise cli.UsageError (see cli.run)."""
+    p = cli.parser(classes[0], prog, description, skip=may_be_empty)
+    for cls in classes[1:]:
+        cli.add_fields(p, cls, skip=may_be_empty)
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.name in may_be_empty:
+                item = typing.get_args(typing.get_type_hints(cls)[f.name])[0]
+                choices = list(typing.get_args(item)) if typing.get_origin(item) is typing.Literal else None
+                p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, nargs="*", choices=choices,
+                               default=argparse.SUPPRESS, help=f"{cli.field_docs(cls).get(f.name, '')} "
+                               f"(default: {cli.show(cli.default_of(f))})")
+    given = vars(p.parse_args(argv))
+    return tuple(cli.build(cls, {f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given}, prog)
+                 for cls in classes)
+
+
+def check_choices(flag: str, values: Iterable[str], allowed: Iterable[str]) -> None:
+    """ValueError naming `flag` when one of `values` is not allowed (the builder leaves a tuple's items unchecked)."""
+    allowed = list(allowed)
+    if bad := [v for v in values if v not in allowed]:
+        raise ValueError(f"{flag}: unknown value {bad[0]!r}; choose from {', '.join(allowed)}")
+
+
+def check_profiles(profiles: Sequence[str]) -> None:
+    """`python -m serve --profile` presets, checked before any server starts."""
+    from serve.config import PROFILES
+
+    if not profiles:
+        raise ValueError("--profiles needs at least one of " + ", ".join(PROFILES))
+    check_choices("--profiles", profiles, PROFILES)
+
+
+def check_duration(duration: str) -> None:
+    """A Locust run time as `python -m loadtest --duration` reads it (30s, 5m, 1h30m)."""
+    from loadtest.runner import parse_duration
+
+    parse_duration(duration)  # ValueError naming --duration and the forms it takes
+
+
+def check_positive(settings: Any, *names: str, minimum: int = 1) -> None:
+    """ValueError naming the flag when one of these fields (a number or a tuple of numbers) is below `minimum`."""
+    for name in names:
+        value = getattr(settings, name)
+        if any(v is not None and v < minimum for v in (value if isinstance(value, tuple) else (value,))):
+            raise ValueError(f"--{name.replace('_', '-')} must be at least {minimum}, not {value}")

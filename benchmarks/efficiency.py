@@ -12,19 +12,22 @@ benchmarks/results/efficiency{,-quick}.{md,json,png}."""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import corpus_token_ids, forward_flops, machine_header  # noqa: E402
-from finetune.config import TrainConfig  # noqa: E402
+from benchmarks.common import check_positive, corpus_token_ids, forward_flops, machine_header  # noqa: E402
+from finetune.config import Attention, Mode, Precision, TrainConfig  # noqa: E402
+from longctx import cli  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PROG = "python benchmarks/efficiency.py"
 ISSUE_LENGTHS = (2048, 4096, 8192, 16384)
 # LongLoRA (arXiv 2309.12307) Tables 11-13, quoted secondhand: 7B at 8k without FlashAttention-2, S² over full.
 PAPER = {"time": 8.2 / 17.5, "memory": 30.3 / 55.5}
@@ -184,7 +187,7 @@ def setup_text(table: list[dict]) -> str:
     return f"{step}; {what}; {row.get('precision', 'fp32')}"
 
 
-def markdown(table: list[dict], growth: float | None, args, header: str, note: str | None) -> str:
+def markdown(table: list[dict], growth: float | None, args: Settings, header: str, note: str | None) -> str:
     config = json.loads((Path(args.model) / "config.json").read_text())
     measured = [row["length"] for row in table]
     missing = [n for n in ISSUE_LENGTHS if n not in measured]
@@ -278,37 +281,59 @@ def plot(table: list[dict], path: Path) -> None:
 # ---------------------------------------------------------------- CLI
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, help="model folder (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--lengths", default=",".join(map(str, ISSUE_LENGTHS)), help="comma-separated token counts")
-    p.add_argument("--repeats", type=int, default=3, help="measured steps per configuration, after a warm-up (0: one cold step)")
-    p.add_argument("--quick", action="store_true", help="lengths 512,1024, one repeat, results as efficiency-quick")
-    p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice, one per core); "
-                   "on a shared machine 1 avoids OpenMP threads spinning against other processes")
-    p.add_argument("--loss-chunk", type=int, default=TrainConfig.loss_chunk,
-                   help="positions per chunk of the LM head and loss, as `finetune train --loss-chunk` "
-                   f"(default: {TrainConfig.loss_chunk}; 0: full logits)")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                   help="as `finetune train --precision`: auto is bf16 where the CPU runs it natively, else fp32")
-    p.add_argument("--mode", choices=("longlora", "lora", "full"), default="longlora",
-                   help="what trains, as `finetune train --mode` (full: full fine-tuning, the paper's baseline)")
-    p.add_argument("--optimizer-step", action="store_true",
-                   help="include AdamW's step, so its state (full fine-tuning's extra memory) is in the peak")
-    p.add_argument("--out", type=Path, help="results path without suffix (default: benchmarks/results/efficiency)")
-    p.add_argument("--render", type=Path, help="rewrite the .md and .png from a results .json, measuring nothing")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--attention", choices=("s2", "full"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.lengths, args.repeats = "512,1024", 1
-    args.lengths = [int(n) for n in str(args.lengths).split(",")]
-    args.out = args.out or RESULTS / ("efficiency-quick" if args.quick else "efficiency")
-    return args
+@dataclass(frozen=True)
+class Settings:
+    """What to measure and where the results go; every field is a flag."""
+
+    model: Path | None = None
+    """model folder (default: the embedded SmolLM2-135M-Instruct)"""
+    lengths: tuple[int, ...] = ISSUE_LENGTHS
+    """token counts to measure, e.g. 2048,4096"""
+    repeats: int = 3
+    """measured steps per configuration, after a warm-up (0: one cold step)"""
+    quick: bool = False
+    """lengths 512,1024, one repeat, results as efficiency-quick (overrides --lengths and --repeats)"""
+    threads: int | None = None
+    """torch threads per worker (default: torch's choice, one per core); on a shared machine 1 avoids OpenMP
+    threads spinning against other processes"""
+    loss_chunk: int = TrainConfig.loss_chunk
+    """positions per chunk of the LM head and loss, as `finetune train --loss-chunk` (0: full logits)"""
+    precision: Precision = "auto"
+    """as `finetune train --precision`: auto is bf16 where the CPU runs it natively, else fp32"""
+    mode: Mode = "longlora"
+    """what trains, as `finetune train --mode` (full: full fine-tuning, the paper's baseline)"""
+    optimizer_step: bool = False
+    """include AdamW's step, so its state (full fine-tuning's extra memory) is in the peak"""
+    out: Path | None = None
+    """results path without suffix (default: benchmarks/results/efficiency, or efficiency-quick with --quick)"""
+    render: Path | None = None
+    """rewrite the .md and .png from a results .json, measuring nothing"""
+    worker: bool = False
+    """internal: measure one configuration (--attention, the first of --lengths) in this process and print its
+    JSON; the driver starts one such worker per configuration"""
+    attention: Attention | None = None
+    """internal: the attention a --worker measures"""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "lengths")
+        check_positive(self, "repeats", "threads", "loss_chunk", minimum=0)  # --threads 0: torch's choice
+        if self.worker and (self.attention is None or self.model is None):
+            raise ValueError("--worker needs --attention and --model")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse(argv)
+def parse(argv: list[str] | None) -> Settings:
+    """The settings, with --quick and the default --out applied."""
+    s = cli.parse(Settings, argv, PROG, __doc__)
+    if s.quick:
+        s = dataclasses.replace(s, lengths=(512, 1024), repeats=1)
+    return dataclasses.replace(s, out=s.out or RESULTS / ("efficiency-quick" if s.quick else "efficiency"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(PROG, lambda: run(parse(argv), argv))
+
+
+def run(args: Settings, argv: list[str] | None) -> None:
     if args.worker:
         print(json.dumps(measure(args.model, args.attention, args.lengths[0], args.repeats, args.threads,
                                  args.loss_chunk, args.precision, args.mode, args.optimizer_step)))
@@ -319,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.model is None:
         from longctx.default_model import ensure_default_model
 
-        args.model = ensure_default_model()
+        args = dataclasses.replace(args, model=ensure_default_model())
     header = machine_header(sys.argv if argv is None else [__file__, *argv])
     rows: list[dict] = []
     for attention, length in schedule(args.lengths):
@@ -334,14 +359,14 @@ def main(argv: list[str] | None = None) -> None:
 def render(path: Path) -> str:
     """The markdown and plot of a finished run, from its JSON (after a change to the report only)."""
     saved = json.loads(path.read_text())
-    args = argparse.Namespace(model=Path(saved["model"]), repeats=saved["repeats"], out=path.with_suffix(""))
+    args = Settings(model=Path(saved["model"]), repeats=saved["repeats"], out=path.with_suffix(""))
     plot(saved["table"], args.out.with_suffix(".png"))
     text = markdown(saved["table"], saved["per_token_growth_s2"], args, saved["header"], saved["model_note"])
     args.out.with_suffix(".md").write_text(text)
     return text
 
 
-def write(rows: list[dict], args, header: str, note: str | None) -> str:
+def write(rows: list[dict], args: Settings, header: str, note: str | None) -> str:
     """efficiency.{json,png,md} from the lengths measured so far; returns the markdown."""
     table = compare(rows)
     growth = per_token_growth(table)
@@ -356,4 +381,4 @@ def write(rows: list[dict], args, header: str, note: str | None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

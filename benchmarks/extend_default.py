@@ -24,7 +24,6 @@ rewrites benchmarks/results/default-extended.md (+ .json, .png) from every cell 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -35,18 +34,24 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import retrieval  # noqa: E402
 from benchmarks.common import PORT, REPO, digest, finetune, machine_header, start_server  # noqa: E402
+from benchmarks.common import check_positive, parse_settings  # noqa: E402
+from longctx import cli  # noqa: E402
 from longctx.home import atomic_dir, longctx_home  # noqa: E402
 from longctx.rope import original_context  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
+PROG = "python benchmarks/extend_default.py"
 
 
 @dataclass(frozen=True)
 class Settings:
+    """What the cells measure (recorded in the results); every field is a flag."""
+
     base: Path | None = None
     """the base model folder; default: the embedded SmolLM2-135M-Instruct"""
     runs: tuple[Path, ...] = ()
@@ -76,6 +81,24 @@ class Settings:
     """port of the servers this script starts (one at a time, on 127.0.0.1)"""
     kv_cache_gib: int = 2
     """KV cache of each server (a 32k sequence of SmolLM2 takes 0.7 GiB in bf16)"""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "factor", "ppl_lengths", "max_windows", "retrieval_lengths", "depth_bins", "keys",
+                       "port", "kv_cache_gib")
+        check_positive(self, "trials", "multikey_trials", minimum=0)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Which rows this invocation measures, and where the report goes; every field is a flag."""
+
+    rows: tuple[str, ...] | None = None
+    """rows to measure: unchanged, dynamic, yarn, linear and the --runs folders' names (default: all but linear)"""
+    measure: tuple[Literal["ppl", "retrieval"], ...] = ("ppl", "retrieval")
+    """what to measure in the chosen rows; `--measure` with no value measures nothing and only rewrites the
+    report"""
+    out: Path = RESULTS / "default-extended.md"
+    """the results file, with its .json and .png beside it (default: benchmarks/results/default-extended.md)"""
 
 
 @dataclass(frozen=True)
@@ -420,25 +443,17 @@ def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str], lo
 # ---------------------------------------------------------------- main
 
 
-def parse(argv: list[str] | None) -> tuple[Settings, Path, list[str], list[str]]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(Settings):
-        many = isinstance(f.default, tuple)
-        kind = Path if f.name in ("runs", "base", "data") else int
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, nargs="+" if many else None, default=f.default,
-                       help=f"(default: {f.default if f.default not in (None, ()) else 'see the module doc'})")
-    p.add_argument("--rows", nargs="+", default=None,
-                   help=f"rows to measure: {', '.join(FREE)} and the --runs folders' names (default: all but linear)")
-    p.add_argument("--measure", nargs="*", choices=["ppl", "retrieval"], default=["ppl", "retrieval"],
-                   help="what to measure in the chosen rows (default: both; none: only rewrite the report)")
-    p.add_argument("--out", type=Path, default=RESULTS / "default-extended.md", help="the results file")
-    a = vars(p.parse_args(argv))
-    out, rows, measures = a.pop("out"), a.pop("rows"), a.pop("measure")
-    return Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()}), out, rows, measures
+def parse(argv: list[str] | None) -> tuple[Settings, Invocation]:
+    return parse_settings((Settings, Invocation), argv, PROG, __doc__, may_be_empty=("measure",))
 
 
-def main(argv: list[str] | None = None) -> None:
-    s, out, wanted, measures = parse(argv)
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(PROG, lambda: extend(*parse(argv), argv))
+
+
+def extend(s: Settings, invocation: Invocation, argv: list[str] | None) -> None:
+    """Measure the cells asked for that are not cached yet, then rewrite the report from every cached cell."""
+    out, wanted, measures = invocation.out, invocation.rows, invocation.measure
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     work = longctx_home() / "default-extended"
     work.mkdir(parents=True, exist_ok=True)
@@ -451,10 +466,10 @@ def main(argv: list[str] | None = None) -> None:
                             data=tuple(d.resolve() for d in s.data))
     for run in s.runs:
         if not (run / "run.json").is_file():
-            raise SystemExit(f"{run} is not a `finetune train` run (no run.json); give run folders to --runs")
+            raise cli.UsageError(f"--runs {run}: not a `finetune train` run (no run.json); give run folders")
     names = [*FREE, *(r.name for r in s.runs)]
     if bad := [r for r in (wanted or []) if r not in names]:
-        raise SystemExit(f"unknown row {bad[0]!r}; choose from {', '.join(names)}")
+        raise cli.UsageError(f"--rows: unknown row {bad[0]!r}; choose from {', '.join(names)}")
     started, command = time.time(), sys.argv if argv is None else ["benchmarks/extend_default.py", *argv]
     rows = [training_free_row(k, s, work) for k in FREE] + [trained_row(r, work) for r in s.runs]
     finished = False
@@ -488,4 +503,4 @@ def read_invocations(work: Path) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

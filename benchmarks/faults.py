@@ -16,7 +16,6 @@ Plain threads and `requests`, not Locust: each fault needs to act at a precise m
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -26,15 +25,21 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import PORT, REPO, URL, corpus_token_ids, machine_header, start_server  # noqa: E402
+from benchmarks.common import check_choices, check_positive, parse_settings  # noqa: E402
 from loadtest.sse import DONE, parse_line  # noqa: E402
+from longctx import cli  # noqa: E402
+from longctx.home import longctx_home  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
-FAULTS = ("disconnect", "burst", "kill")
+PROG = "python benchmarks/faults.py"
+Fault = Literal["disconnect", "burst", "kill"]
+FAULTS: tuple[str, ...] = get_args(Fault)
 TIMEOUT_S = 30.0  # what "an error, never a hang" and "exits within" mean here
 
 
@@ -227,7 +232,7 @@ def stop(server) -> None:
     raise SystemExit(f"port {PORT} is still answering after the server stopped: another server is running there")
 
 
-def write(reports: list[Report], header: str, args, out: Path) -> None:
+def write(reports: list[Report], header: str, args: Settings, out: Path) -> None:
     """faults.{json,md}; faults not run this time keep their earlier reports (and say when they ran)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     earlier = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
@@ -238,7 +243,7 @@ def write(reports: list[Report], header: str, args, out: Path) -> None:
                 "server arguments then": " ".join(earlier.get("settings", {}).get("server_args", []))}
         r.facts = {**then, **r.facts} if "measured in an earlier run" not in r.facts else r.facts
     reports = sorted(kept + reports, key=lambda r: FAULTS.index(r.fault))
-    out.with_suffix(".json").write_text(json.dumps({"header": header, "settings": vars(args) | {"out": str(out)},
+    out.with_suffix(".json").write_text(json.dumps({"header": header, "settings": asdict(args) | {"out": str(out)},
                                                     "reports": [asdict(r) for r in reports]}, indent=2,
                                                    default=str) + "\n")
     lines = ["# Faults under load", "", header, "",
@@ -251,18 +256,40 @@ def write(reports: list[Report], header: str, args, out: Path) -> None:
     print("\n".join(lines))
 
 
+@dataclass(frozen=True)
+class Settings:
+    """The faults to inject and the server they hit; every field is a flag."""
+
+    model: Path | None = None
+    """checkpoint folder (default: the embedded SmolLM2-135M-Instruct)"""
+    faults: tuple[Fault, ...] = FAULTS
+    """the faults to inject, in order, each on a fresh server: disconnect, burst, kill"""
+    clients: int = 50
+    """disconnecting clients (kill: 8 streams, burst: 12)"""
+    burst_tokens: int = 3000
+    """prompt tokens of each burst request"""
+    server_args: tuple[str, ...] = ("--max-model-len", "4096", "--kv-cache-gib", "1", "--dtype", "float32")
+    """extra `python -m serve` arguments; by default a 1 GiB float32 KV cache, which holds fewer tokens than the
+    burst (vLLM logs its size; the report quotes it); given with no value: none"""
+    out: Path = RESULTS / "faults.md"
+    """the report, with its .json beside it (default: benchmarks/results/faults.md)"""
+
+    def __post_init__(self) -> None:
+        check_choices("--faults", self.faults, FAULTS)
+        check_positive(self, "clients", "burst_tokens")
+
+
+def parse(argv: list[str] | None) -> Settings:
+    """longctx.cli's flags, except that --server-args may be given with no value (no extra arguments)."""
+    (s,) = parse_settings((Settings,), argv, PROG, __doc__, may_be_empty=("server_args",))
+    return s
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, help="checkpoint folder (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS))
-    p.add_argument("--clients", type=int, default=50, help="disconnecting clients (kill: 8 streams, burst: 12)")
-    p.add_argument("--burst-tokens", type=int, default=3000, help="prompt tokens of each burst request")
-    p.add_argument("--server-args", nargs="*", default=["--max-model-len", "4096", "--kv-cache-gib", "1",
-                                                        "--dtype", "float32"],
-                   help="extra `python -m serve` arguments; by default a 1 GiB float32 KV cache, which holds "
-                        "fewer tokens than the burst (vLLM logs its size; the report quotes it)")
-    p.add_argument("--out", type=Path, default=RESULTS / "faults.md")
-    args = p.parse_args(argv)
+    return cli.run(PROG, lambda: inject(parse(argv), argv))
+
+
+def inject(args: Settings, argv: list[str] | None) -> int:
     from longctx.default_model import ensure_default_model
     from finetune.model import load_tokenizer
 
@@ -270,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     ids = corpus_token_ids(load_tokenizer(model_dir), 20 * args.burst_tokens)
     prompts = [ids[i * args.burst_tokens:(i + 1) * args.burst_tokens] for i in range(20)]
     header = machine_header(sys.argv if argv is None else [__file__, *argv])
-    reports, home = [], Path(os.environ.get("LONGCTX_HOME", Path.home() / ".cache" / "longctx"))
+    reports, home = [], longctx_home()
     for fault in args.faults:
         log = Path(f"/tmp/longctx-faults-{fault}.log")
         server, ready = start_server(model_dir, "latency", home, True, log, tuple(args.server_args))

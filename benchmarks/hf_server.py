@@ -14,18 +14,36 @@ without special tokens), POST /v1/chat/completions (streaming with a usage chunk
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from longctx import cli  # noqa: E402
 
 DEFAULT_PORT = 8766  # beside the benchmarks' 8765 (vLLM); never `make serve`'s 8000
+PROG = "python benchmarks/hf_server.py"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to serve, and where; every field is a flag (MODEL positional)."""
+
+    model: Path | None = None
+    """checkpoint (default: the embedded default model)"""
+    host: str = "127.0.0.1"
+    """address to listen on; 127.0.0.1 keeps the server private to this machine"""
+    port: int = DEFAULT_PORT
+    """TCP port"""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise ValueError(f"--port must be from 0 to 65535, not {self.port}")
 
 
 def chat_prompt_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = True,
@@ -176,13 +194,11 @@ def sse(pieces: Iterator[str], thread: threading.Thread, out: dict, rid: str, mo
     yield "data: [DONE]\n\n"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", nargs="?", type=Path, help="checkpoint (default: the embedded default model)")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
-    args = ap.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(PROG, lambda: serve(cli.parse(Settings, argv, PROG, __doc__, positional=("model",))))
 
+
+def serve(args: Settings) -> None:
     import uvicorn
 
     from longctx.default_model import ensure_default_model
@@ -194,4 +210,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

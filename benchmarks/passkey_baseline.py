@@ -9,21 +9,54 @@ benchmarks/results/passkey-baseline.{md,json}."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import machine_header  # noqa: E402
+from benchmarks.common import check_choices, check_positive, machine_header  # noqa: E402
 from loadtest.accuracy import DEPTH_BINS, bin_label, depth_bin, tally, wilson  # noqa: E402
 from loadtest.baseline import run_baseline  # noqa: E402
 from loadtest.plan import make_plan  # noqa: E402
 from loadtest.prompts import ANSWER, INTRO, NEEDLE, QUESTION  # noqa: E402
+from loadtest.scenarios import SCENARIOS  # noqa: E402
 from loadtest.server import probe  # noqa: E402
+from longctx import cli  # noqa: E402
 
 RESULTS = Path("benchmarks/results")
+PROG = "python benchmarks/passkey_baseline.py"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The server, the plan and the results file; every field is a flag."""
+
+    host: str
+    """server root, e.g. http://127.0.0.1:8812"""
+    buckets: tuple[str, ...] = ("1k", "2k", "4k", "8160")
+    """prompt lengths in tokens, e.g. 1k,2k,4k,8160"""
+    per_bucket: int = 10
+    """prompts per bucket (depths spread over the filler)"""
+    endpoints: tuple[str, ...] = ("chat", "completions")
+    """scenarios to plan: chat, completions"""
+    max_tokens: int = 8
+    """output tokens per answer (a 5-digit key fits)"""
+    seed: int = 0
+    """seed of the plan's prompts, passkeys and depths"""
+    served_with: str = "python -m serve --port 8812 --enforce-eager (bfloat16, latency preset)"
+    """how the server was started, for the results file"""
+    name: str = "passkey-baseline"
+    """results file stem"""
+    trials: Path = Path("/tmp")
+    """folder for each endpoint's trials (<name>-<endpoint>.jsonl)"""
+    reuse: bool = False
+    """keep an endpoint's trials from its file up to the first transport failure; ask the rest"""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "per_bucket", "max_tokens")
+        check_choices("--endpoints", self.endpoints, SCENARIOS)
 
 
 def cell(rows: list[dict]) -> str:
@@ -59,25 +92,15 @@ def answered(path: Path) -> list[dict]:
     return rows[:next((i for i, r in enumerate(rows) if r["failure"]), len(rows))]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--host", required=True, help="server root, e.g. http://127.0.0.1:8812")
-    p.add_argument("--buckets", default="1k,2k,4k,8160", help="prompt lengths in tokens")
-    p.add_argument("--per-bucket", type=int, default=10, help="prompts per bucket (depths spread over the filler)")
-    p.add_argument("--endpoints", default="chat,completions", help="scenarios to plan: chat, completions")
-    p.add_argument("--max-tokens", type=int, default=8, help="output tokens per answer (a 5-digit key fits)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--served-with", default="python -m serve --port 8812 --enforce-eager (bfloat16, latency preset)",
-                   help="how the server was started, for the results file")
-    p.add_argument("--name", default="passkey-baseline", help="results file stem")
-    p.add_argument("--trials", default="/tmp", help="folder for each endpoint's trials (<name>-<endpoint>.jsonl)")
-    p.add_argument("--reuse", action="store_true",
-                   help="keep an endpoint's trials from its file up to the first transport failure; ask the rest")
-    args = p.parse_args()
-    buckets = args.buckets.split(",")
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(PROG, lambda: measure(cli.parse(Settings, argv, PROG, __doc__)))
+
+
+def measure(args: Settings) -> None:
+    buckets = list(args.buckets)
     runs, seconds, model = {}, {}, probe(args.host, None).model
-    for endpoint in args.endpoints.split(","):
-        path = Path(args.trials) / f"{args.name}-{endpoint}.jsonl"
+    for endpoint in args.endpoints:
+        path = args.trials / f"{args.name}-{endpoint}.jsonl"
         done = answered(path) if args.reuse else []
         if len(done) < args.per_bucket * len(buckets):  # ask the prompts not answered yet, in plan order
             start = time.monotonic()
@@ -93,7 +116,7 @@ def main() -> None:
     write(runs, buckets, seconds, model, args)
 
 
-def write(runs: dict, buckets: list[str], seconds: dict, model: str, args) -> None:
+def write(runs: dict, buckets: list[str], seconds: dict, model: str, args: Settings) -> None:
     wording = {"intro": INTRO, "needle": NEEDLE, "question": QUESTION, "answer prefix": ANSWER}
     md = [f"# Passkey accuracy one request at a time: {model}", "", machine_header(), f"- CPU flags: {cpu_flags()}",
           f"- server: `{args.served_with}`", f"- greedy, max_tokens {args.max_tokens}, {args.per_bucket} prompts "
@@ -110,4 +133,4 @@ def write(runs: dict, buckets: list[str], seconds: dict, model: str, args) -> No
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,19 +11,38 @@ the exact command of each row.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import REPO, finetune, machine_header  # noqa: E402
+from benchmarks.common import REPO, check_choices, check_positive, finetune, machine_header  # noqa: E402
+from longctx import cli  # noqa: E402
+from longctx.rope import METHODS  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 TARGET = 32768
+PROG = "python benchmarks/pose_step_time.py"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The rows to measure: every window with every RoPE method."""
+
+    windows: tuple[int, ...] = (4096, 8192)
+    """PoSE windows (tokens), as `finetune train --pose-window`"""
+    ropes: tuple[str, ...] = ("yarn", "linear")
+    """RoPE methods, as `finetune train --rope`"""
+    data: str = "corpus:mix"
+    """training data, as `finetune train --data`"""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "windows")
+        check_choices("--ropes", self.ropes, METHODS)
 
 
 def train_args(out: Path, window: int, rope: str, data: str) -> list[str]:
@@ -63,12 +82,11 @@ def report(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--windows", type=int, nargs="+", default=[4096, 8192], help="PoSE windows (tokens)")
-    p.add_argument("--ropes", nargs="+", default=["yarn", "linear"], help="RoPE methods")
-    p.add_argument("--data", default="corpus:mix", help="training data (default: corpus:mix)")
-    args = p.parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(PROG, lambda: measure_all(cli.parse(Settings, argv, PROG, __doc__), argv))
+
+
+def measure_all(args: Settings, argv: list[str] | None) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="pose-step-time-") as scratch:
         for window in args.windows:
@@ -83,4 +101,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,7 +14,6 @@ and steps, and measure what the paper claims (Chen et al. 2024, Tables 1-2 and Â
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -27,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import digest, finetune, machine_header  # noqa: E402
+from benchmarks.common import check_positive, digest, finetune, machine_header, parse_settings  # noqa: E402
+from longctx import cli  # noqa: E402
 from longctx.home import atomic_dir, longctx_home  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,6 +42,7 @@ EOS = "<|endoftext|>"
 # Thresholds the claims are judged against; the paper gives none, so they are stated in the report.
 FEW_PERCENT = 0.05
 FAR_WORSE = 1.5
+PROG = "python benchmarks/replicate.py"
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,28 @@ class Settings:
     seed: int = 0
     """seed of pretraining, fine-tuning data order and passkeys"""
 
+    def __post_init__(self) -> None:
+        check_positive(self, "vocab", "layers", "hidden", "pretrain_steps", "pretrain_batch", "steps", "grad_accum",
+                       "eval_windows")
+        check_positive(self, "passkey_trials", minimum=0)
+        if not 0 <= self.passkey_drill <= 1:
+            raise ValueError(f"--passkey-drill is a share of sequences, from 0 to 1, not {self.passkey_drill}")
+
     def quick(self) -> Settings:
         """A few minutes: checks that every stage runs; the numbers mean nothing."""
         return dataclasses.replace(self, pretrain_steps=10, pretrain_batch=4, steps=2, grad_accum=1,
                                    eval_windows=2, passkey_trials=1)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """How this invocation runs the experiment (not part of the settings that key the cached runs)."""
+
+    quick: bool = False
+    """a few minutes: checks the pipeline, numbers meaningless (its own base and runs, never the cached real ones)"""
+    out: Path | None = None
+    """the results file (and its .png); default: benchmarks/results/replication.md, or under
+    $LONGCTX_HOME/replication/quick with --quick"""
 
 
 @dataclass(frozen=True)
@@ -431,23 +450,17 @@ def report(s: Settings, quick: bool, base_stamp: dict, heldout: list[Path], resu
 # ---------------------------------------------------------------- main
 
 
-def parse(argv: list[str] | None) -> tuple[Settings, bool, Path]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(Settings):
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
-                       help=f"(default: {f.default})")
-    p.add_argument("--quick", action="store_true", help="a few minutes: checks the pipeline, numbers meaningless")
-    p.add_argument("--out", type=Path, help="the results file (and its .png); default: benchmarks/results/"
-                   "replication.md, or under $LONGCTX_HOME/replication/quick with --quick")
-    a = vars(p.parse_args(argv))
-    quick, out = a.pop("quick"), a.pop("out")
-    s = Settings(**a)
-    return (s.quick() if quick else s), quick, out
+def parse(argv: list[str] | None) -> tuple[Settings, bool, Path | None]:
+    s, invocation = parse_settings((Settings, Invocation), argv, PROG, __doc__)
+    return (s.quick() if invocation.quick else s), invocation.quick, invocation.out
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(PROG, lambda: replicate(*parse(argv)))
+
+
+def replicate(s: Settings, quick: bool, out: Path | None) -> None:
     started = time.time()
-    s, quick, out = parse(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the subprocesses fork after tokenizing
     train_files, heldout = split_works()
     home = longctx_home() / "replication"
@@ -463,4 +476,4 @@ def default_out(quick: bool) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

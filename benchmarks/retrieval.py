@@ -12,16 +12,19 @@ greedy (temperature 0) with just enough new tokens for the key and one more; gra
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import check_positive, parse_settings  # noqa: E402
 from finetune import passkey  # noqa: E402
+from longctx import cli  # noqa: E402
+
+PROG = "python benchmarks/retrieval.py"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,26 @@ class Retrieval:
     """needles per multi-key prompt"""
     seed: int = 0
     """seed for keys, names, depths and haystack offsets"""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "lengths", "depth_bins", "keys")
+        check_positive(self, "trials", "multikey_trials", minimum=0)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Which server to ask, and where the records go; every field is a flag of this script."""
+
+    url: str
+    """the server, e.g. http://127.0.0.1:8813"""
+    model: Path
+    """the served checkpoint folder (for its tokenizer)"""
+    data: tuple[Path, ...] = ()
+    """haystack text for the multi-key needle (files or folders; default: the held-out tail of the default corpus)"""
+    api_key: str | None = None
+    """bearer token of the server, if it wants one"""
+    out: Path = Path("retrieval.jsonl")
+    """records, appended (resumes)"""
 
 
 @dataclass(frozen=True)
@@ -146,20 +169,13 @@ def haystack_ids(tokenizer, data: tuple[Path, ...]) -> list[int]:
     return heldout_ids(data, tokenizer, print)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8813")
-    p.add_argument("--model", type=Path, required=True, help="the served checkpoint folder (for its tokenizer)")
-    p.add_argument("--data", type=Path, nargs="+", default=(), help="haystack text for the multi-key needle")
-    p.add_argument("--api-key", default=None)
-    p.add_argument("--out", type=Path, default=Path("retrieval.jsonl"), help="records, appended (resumes)")
-    for name, default in asdict(Retrieval()).items():
-        kind = type(default[0]) if isinstance(default, tuple) else type(default)
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
-                       nargs="+" if isinstance(default, tuple) else None)
-    a = vars(p.parse_args(argv))
-    url, model, data, key, out = (a.pop(k) for k in ("url", "model", "data", "api_key", "out"))
-    r = Retrieval(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(PROG, lambda: ask_all(*parse_settings((Invocation, Retrieval), argv, PROG, __doc__)))
+
+
+def ask_all(where: Invocation, r: Retrieval) -> None:
+    """Every planned request not yet recorded in --out, then the accuracy per kind and length."""
+    url, model, data, key, out = where.url, where.model, where.data, where.api_key, where.out
     from finetune.eval import encoder
     from finetune.model import load_tokenizer
 
@@ -171,4 +187,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

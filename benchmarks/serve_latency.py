@@ -9,20 +9,46 @@ Prints the figures and writes benchmarks/results/serving-latency.{md,json}."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import URL, corpus_token_ids, machine_header, start_server  # noqa: E402
+from benchmarks.common import URL, check_positive, check_profiles, corpus_token_ids, machine_header  # noqa: E402
+from benchmarks.common import start_server  # noqa: E402
 from loadtest.sse import stream_metrics  # noqa: E402
+from longctx import cli  # noqa: E402
+
+PROG = "python benchmarks/serve_latency.py"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to serve and measure; every field is a flag."""
+
+    model: Path | None = None
+    """checkpoint (default: the embedded default model)"""
+    lengths: tuple[int, ...] = (1024, 4096, 8000)
+    """prompt lengths in tokens, one request each; the longest is also the long prompt of the preset comparison"""
+    profiles: tuple[str, ...] = ("latency", "throughput")
+    """`python -m serve --profile` presets to run, one fresh server each, e.g. latency,throughput"""
+    max_tokens: int = 64
+    """output tokens of each by-length request (ignore_eos: exactly this many)"""
+    eager: bool = False
+    """`python -m serve --enforce-eager` (no torch.compile)"""
+    out: Path = Path("benchmarks/results/serving-latency")
+    """results path without suffix: OUT.md and OUT.json"""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "lengths", "max_tokens")
+        check_profiles(self.profiles)
 
 def stream(prompt: list[int], max_tokens: int, name: str) -> dict:
     """One streamed completion: TTFT, decode tokens/s after the first token, end-to-end seconds."""
@@ -49,23 +75,18 @@ def short_behind_long(long_prompt: list[int], short_prompt: list[int], name: str
     return results
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, help="checkpoint (default: the embedded default model)")
-    ap.add_argument("--lengths", default="1024,4096,8000")
-    ap.add_argument("--profiles", default="latency,throughput")
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--eager", action="store_true", help="--enforce-eager (no torch.compile)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/serving-latency"))
-    args = ap.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(PROG, lambda: measure(cli.parse(Settings, argv, PROG, __doc__)))
 
+
+def measure(args: Settings) -> None:
     from transformers import AutoTokenizer
 
     from longctx.default_model import ensure_default_model
 
     model = (args.model or ensure_default_model()).resolve()
     tokenizer = AutoTokenizer.from_pretrained(model)
-    lengths = [int(x) for x in args.lengths.split(",")]
+    lengths = list(args.lengths)
     corpus = corpus_token_ids(tokenizer, 4 * sum(lengths) + 20000)
     offset = 0
 
@@ -76,7 +97,7 @@ def main() -> None:
 
     runs = []
     with tempfile.TemporaryDirectory() as cache_home:  # empty compile cache: a true cold start
-        for profile in args.profiles.split(","):
+        for profile in args.profiles:
             log = Path(cache_home) / f"server-{profile}.log"
             proc, ready_s = start_server(model, profile, Path(cache_home), args.eager, log)
             print(f"[{profile}] ready after {ready_s:.0f} s", flush=True)
@@ -120,4 +141,4 @@ def write(out: Path, runs: list[dict], model: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,22 +13,57 @@ benchmarks/results/serving-<server>/."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from longctx import cli  # noqa: E402
 from longctx.procs import terminate  # noqa: E402
 from benchmarks.common import PORT, URL, forward_flops, machine_header, start_server, wait_ready  # noqa: E402
+from benchmarks.common import check_duration, check_positive, check_profiles  # noqa: E402
 
 RESULTS = Path("benchmarks/results")
+PROG = "python benchmarks/serving_baseline.py"
 HF_PORT = 8766
 TARGETS = {"throughput": 3.0, "ttft": 0.5}  # the project's targets: at least 3x the tokens/s, at most half the TTFT p50
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The checkpoint, the Locust workload and the servers; every field is a flag."""
+
+    model: Path | None = None
+    """checkpoint (default: the embedded default model)"""
+    users: int = 4
+    """concurrent Locust users, as `python -m loadtest --users`"""
+    duration: str = "3m"
+    """Locust run time per server: 30s, 3m, 1h30m"""
+    bucket: str = "4k"
+    """prompt length in tokens (4k = 4096), as `python -m loadtest --buckets`"""
+    max_tokens: int = 64
+    """output tokens per request (exactly: --ignore-eos)"""
+    per_bucket: int = 8
+    """distinct prompts planned (users cycle through them)"""
+    profiles: tuple[str, ...] = ("latency", "throughput")
+    """`python -m serve --profile` values to run, one vLLM server each (`python -m serve` alone: latency)"""
+    probe_bucket: str = "8160"
+    """prompt length of the prefill probe (one request alone), e.g. 8160 (fits 8192 with 1 token)"""
+    eager: bool = False
+    """`python -m serve --enforce-eager` (starts faster)"""
+    port_patience: float = 1800
+    """seconds to wait for port 8765 to be free"""
+
+    def __post_init__(self) -> None:
+        check_positive(self, "users", "max_tokens", "per_bucket")
+        check_positive(self, "port_patience", minimum=0)
+        check_duration(self.duration)
+        check_profiles(self.profiles)
 
 
 def matmul_gflops(dtype: str = "float32", n: int = 2048, seconds: float = 5.0) -> float:
@@ -117,13 +152,13 @@ def start_hf_server(model: Path, port: int, log: Path) -> tuple[subprocess.Popen
     return proc, wait_ready(proc, f"http://127.0.0.1:{port}", log, start)
 
 
-def loadtest_command(url: str, args, out: Path) -> list[str]:
-    return [sys.executable, "-m", "loadtest", "--host", url, "--scenario", "chat", "--users", args.users,
-            "--duration", args.duration, "--buckets", args.bucket, "--max-tokens", args.max_tokens,
-            "--per-bucket", args.per_bucket, "--ignore-eos", "--out", str(out)]
+def loadtest_command(url: str, args: Settings, out: Path) -> list[str]:
+    return [sys.executable, "-m", "loadtest", "--host", url, "--scenario", "chat", "--users", str(args.users),
+            "--duration", args.duration, "--buckets", args.bucket, "--max-tokens", str(args.max_tokens),
+            "--per-bucket", str(args.per_bucket), "--ignore-eos", "--out", str(out)]
 
 
-def measure(name: str, url: str, proc: subprocess.Popen, args) -> dict:
+def measure(name: str, url: str, proc: subprocess.Popen, args: Settings) -> dict:
     """The prefill probe, then the Locust run, against a server that is up; stops it afterwards.
     The probe goes first: after the run, the HF server is still busy with requests Locust dropped."""
     out = RESULTS / f"serving-{name}"
@@ -146,22 +181,11 @@ def measure(name: str, url: str, proc: subprocess.Popen, args) -> dict:
             **digest(records), "probe": probe}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, help="checkpoint (default: the embedded default model)")
-    ap.add_argument("--users", default="4")
-    ap.add_argument("--duration", default="3m", help="Locust run time per server")
-    ap.add_argument("--bucket", default="4k", help="prompt length in tokens")
-    ap.add_argument("--max-tokens", default="64")
-    ap.add_argument("--per-bucket", default="8", help="distinct prompts planned (users cycle through them)")
-    ap.add_argument("--profiles", default="latency,throughput",
-                    help="`python -m serve --profile` values to run, one vLLM server each (its default: latency)")
-    ap.add_argument("--probe-bucket", default="8160",
-                    help="prompt length of the prefill probe (one request alone), e.g. 8160 (fits 8192 with 1 token)")
-    ap.add_argument("--eager", action="store_true", help="`python -m serve --enforce-eager` (starts faster)")
-    ap.add_argument("--port-patience", type=float, default=1800, help="seconds to wait for port 8765 to be free")
-    args = ap.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(PROG, lambda: compare(cli.parse(Settings, argv, PROG, __doc__)))
 
+
+def compare(args: Settings) -> None:
     from longctx.default_model import ensure_default_model
     from longctx.home import longctx_home
 
@@ -177,7 +201,7 @@ def main() -> None:
     proc, ready = start_hf_server(model, hf_port, Path("/tmp/longctx-bench-hf.log"))
     runs["hf-generate"] = {"startup_s": ready, **measure("hf-generate", f"http://127.0.0.1:{hf_port}", proc, args)}
     print(f"[hf-generate] {json.dumps(runs['hf-generate'])}", flush=True)
-    for profile in args.profiles.split(","):
+    for profile in args.profiles:
         wait_for_port(PORT, args.port_patience)
         proc, ready = start_server(model, profile, longctx_home(), args.eager, Path(f"/tmp/longctx-bench-{profile}.log"))
         name = f"vllm-{profile}"
@@ -187,7 +211,7 @@ def main() -> None:
     write(runs, model, gflops, dtype, args)
 
 
-def write(runs: dict, model: Path, gflops: float, dtype: str, args) -> None:
+def write(runs: dict, model: Path, gflops: float, dtype: str, args: Settings) -> None:
     config = json.loads((model / "config.json").read_text())
     for r in runs.values():
         p = r["probe"]
@@ -205,14 +229,14 @@ def _f(x: float | None, spec: str = ".2f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def render(runs: dict, vs: dict, model: Path, gflops: float, dtype: str, args) -> str:
+def render(runs: dict, vs: dict, model: Path, gflops: float, dtype: str, args: Settings) -> str:
     eager = ", --enforce-eager" if args.eager else ""
     lines = [f"# Serving against the HF `generate` baseline: {model.name}", "", machine_header(), "",
              f"Locust scenario `chat`, {args.users} users, {args.bucket}-token prompts (a passkey hidden in "
              f"Shakespeare), exactly {args.max_tokens} output tokens (greedy, `--ignore-eos`: both servers "
              f"generate past the end-of-sequence token, so they are compared on equal output), "
              f"{args.duration} per server, one server at a time, both in {dtype} (this CPU's auto dtype). Ours: "
-             f"`python -m serve --profile P{eager}` (vLLM, port 8765) for P in {args.profiles}. Baseline: `benchmarks/hf_server.py` (transformers `generate`, "
+             f"`python -m serve --profile P{eager}` (vLLM, port 8765) for P in {','.join(args.profiles)}. Baseline: `benchmarks/hf_server.py` (transformers `generate`, "
              "one request at a time behind a lock, `TextIteratorStreamer`). Output tokens/s: completed "
              "requests' output tokens over the span from the first send to the last answer (loadtest's "
              "summary); requests still running when Locust stops are not counted.", "",
@@ -244,4 +268,4 @@ def render(runs: dict, vs: dict, model: Path, gflops: float, dtype: str, args) -
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,43 +9,64 @@ whole loadtest folder: records, samples, plots).
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import PORT, REPO, URL, machine_header, start_server  # noqa: E402
+from benchmarks.common import check_duration, check_positive  # noqa: E402
+from longctx import cli  # noqa: E402
+from longctx.home import longctx_home  # noqa: E402
 from longctx.procs import terminate  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 THRESHOLDS = ("--max-failures", "0", "--max-memory-growth", "0.1", "--max-p95-drift", "0.2", "--fail-on-accuracy-drop")
+PROG = "python benchmarks/soak.py"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The soak's server and load; every field is a flag."""
+
+    model: Path | None = None
+    """checkpoint folder (default: the embedded SmolLM2-135M-Instruct)"""
+    users: int = 4
+    """concurrent Locust users, as `python -m loadtest --users`"""
+    duration: str = "10m"
+    """run time of the load, after the baseline: 30s, 10m, 1h30m"""
+    per_bucket: int = 4
+    """prompts planned per bucket (the baseline sends each once)"""
+    max_tokens: int = 16
+    """output tokens per request (at most)"""
+    eager: bool = True
+    """`python -m serve --enforce-eager` (starts in ~1 min instead of ~4)"""
+    out: Path = RESULTS / "soak"
+    """the loadtest folder; the report goes beside it as OUT.md (default: benchmarks/results/soak)"""
+
+    def __post_init__(self) -> None:
+        check_duration(self.duration)
+        check_positive(self, "users", "per_bucket", "max_tokens")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, help="checkpoint folder (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--users", default="4")
-    p.add_argument("--duration", default="10m")
-    p.add_argument("--per-bucket", default="4", help="prompts planned per bucket (the baseline sends each once)")
-    p.add_argument("--max-tokens", default="16")
-    p.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True,
-                   help="`python -m serve --enforce-eager` (starts in ~1 min instead of ~4)")
-    p.add_argument("--out", type=Path, default=RESULTS / "soak")
-    args = p.parse_args(argv)
+    return cli.run(PROG, lambda: soak(cli.parse(Settings, argv, PROG, __doc__), argv))
+
+
+def soak(args: Settings, argv: list[str] | None) -> int:
     from longctx.default_model import ensure_default_model
 
     model_dir = (args.model or ensure_default_model()).resolve()
     header = machine_header(sys.argv if argv is None else [__file__, *argv])
-    home = Path(os.environ.get("LONGCTX_HOME", Path.home() / ".cache" / "longctx"))
+    home = longctx_home()
     log = Path("/tmp/longctx-soak-server.log")
     server, ready = start_server(model_dir, "latency", home, args.eager, log, ("--per-request-metrics",))
     print(f"soak: server ready after {ready:.0f} s on port {PORT} (log: {log})", flush=True)
     shutil.rmtree(args.out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "loadtest", "--host", URL, "--scenario", "soak", "--users", args.users,
-           "--duration", args.duration, "--per-bucket", args.per_bucket, "--max-tokens", args.max_tokens,
+    cmd = [sys.executable, "-m", "loadtest", "--host", URL, "--scenario", "soak", "--users", str(args.users),
+           "--duration", args.duration, "--per-bucket", str(args.per_bucket), "--max-tokens", str(args.max_tokens),
            "--out", str(args.out), *THRESHOLDS]
     try:
         code = subprocess.run(cmd, cwd=REPO).returncode

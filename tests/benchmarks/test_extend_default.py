@@ -32,8 +32,8 @@ def test_rows_cell_by_cell(tmp_path, monkeypatch, capsys):
     common = ["--runs", str(run), "--base", str(base), "--data", str(data), "--factor", str(FACTOR),
               "--ppl-lengths", "128", str(TARGET), "--max-windows", "1", "--retrieval-lengths", "300", "480",
               "--depth-bins", "2", "--keys", "3", "--port", str(free_port()), "--kv-cache-gib", "1", "--out", str(out)]
-    extend_default.main([*common, "--measure", "ppl"])
-    extend_default.main([*common, "--measure", "retrieval", "--rows", "unchanged", "run"])
+    assert extend_default.main([*common, "--measure", "ppl"]) == 0
+    assert extend_default.main([*common, "--measure", "retrieval", "--rows", "unchanged", "run"]) == 0
 
     report = json.loads(out.with_suffix(".json").read_text())
     rows = report["results"]
@@ -60,11 +60,11 @@ def test_rows_cell_by_cell(tmp_path, monkeypatch, capsys):
     assert all(d in ("bfloat16", "float32") for r in rows.values() for d in r["eval_dtype"].values())
 
     capsys.readouterr()
-    extend_default.main([*common, "--rows", "unchanged", "run"])  # every cell of these rows is cached
+    assert extend_default.main([*common, "--rows", "unchanged", "run"]) == 0  # every cell of these rows is cached
     printed = capsys.readouterr().out
     assert "==" not in printed and "wrote" in printed
     out.unlink()
-    extend_default.main([*common, "--rows", "dynamic", "--measure"])  # measure nothing, only report
+    assert extend_default.main([*common, "--rows", "dynamic", "--measure"]) == 0  # measure nothing, only report
     assert "== " not in capsys.readouterr().out and "| base + yarn ×4, no training (`yarn`) |" in out.read_text()
     measured = out.read_text().split("Invocations that measured")[1].split("\n\n")[1].splitlines()
     assert len(measured) == 3 and "--measure ppl" in measured[0] and "--measure retrieval" in measured[1]

@@ -1,10 +1,9 @@
 """benchmarks/hf_server.py and benchmarks/serving_baseline.py: the pure pieces (no server is started)."""
 
-import argparse
 from pathlib import Path
 
 from benchmarks.hf_server import chat_prompt_ids, chunk, request_ids, usage
-from benchmarks.serving_baseline import prefill_flops, ratios, render
+from benchmarks.serving_baseline import Settings, prefill_flops, ratios, render
 from loadtest.sse import stream_metrics
 from tests.tiny import make_tokenizer
 
@@ -51,8 +50,8 @@ def test_render_names_every_server():
            "requests": 2, "output_tokens": 128, "output_tok_s": 0.5, "ttft_p50": 3.0, "e2e_p50": 9.0,
            "passkey_ok": 1, "transport_failures": 0,
            "probe": {"prompt_tokens": 4096, "seconds": 10.0, "tok_s": 409.6, "gflop_s": 20.0, "share_of_matmul": 0.5}}
-    args = argparse.Namespace(users="4", bucket="4k", max_tokens="64", duration="3m", profiles="latency,throughput",
-                              probe_bucket="8160", eager=False)
+    args = Settings(users=4, bucket="4k", max_tokens=64, duration="3m", profiles=("latency", "throughput"),
+                    probe_bucket="8160", eager=False)
     runs = {"hf-generate": run, "vllm-latency": run, "vllm-throughput": run}
     vs = {name: ratios(run, run) for name in ("vllm-latency", "vllm-throughput")}
     text = render(runs, vs, Path("m"), 40.0, "bfloat16", args)
