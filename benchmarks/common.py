@@ -5,8 +5,6 @@ empty, checks of listed values)."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -16,12 +14,10 @@ import shlex
 import subprocess
 import sys
 import time
-import typing
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from longctx import cli
 
 REPO = Path(__file__).resolve().parent.parent
 PORT = 8765  # benchmarks' own port, away from `make serve`'s 8000
@@ -131,28 +127,6 @@ def digest(obj) -> str:
 
 
 # ---------------------------------------------------------------- command lines
-
-
-def parse_settings(classes: Sequence[type], argv: Sequence[str] | None, prog: str, description: str | None = None,
-                   may_be_empty: Sequence[str] = ()) -> tuple[Any, ...]:
-    """One command line for several settings classes (longctx/cli.py): a flag per field of each, one instance
-    of each back, in order. The tuple flags named in `may_be_empty` also take no value at all (`--measure`
-    alone: the empty tuple); their values are checked against the field's Literal, if it has one. argparse's
-    own errors exit with status 2; the classes' checks raise cli.UsageError (see cli.run)."""
-    p = cli.parser(classes[0], prog, description, skip=may_be_empty)
-    for cls in classes[1:]:
-        cli.add_fields(p, cls, skip=may_be_empty)
-    for cls in classes:
-        for f in dataclasses.fields(cls):
-            if f.name in may_be_empty:
-                item = typing.get_args(typing.get_type_hints(cls)[f.name])[0]
-                choices = list(typing.get_args(item)) if typing.get_origin(item) is typing.Literal else None
-                p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, nargs="*", choices=choices,
-                               default=argparse.SUPPRESS, help=f"{cli.field_docs(cls).get(f.name, '')} "
-                               f"(default: {cli.show(cli.default_of(f))})")
-    given = vars(p.parse_args(argv))
-    return tuple(cli.build(cls, {f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given}, prog)
-                 for cls in classes)
 
 
 def check_choices(flag: str, values: Iterable[str], allowed: Iterable[str]) -> None:

@@ -39,7 +39,7 @@ from typing import Literal
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import retrieval  # noqa: E402
 from benchmarks.common import PORT, REPO, digest, finetune, machine_header, start_server  # noqa: E402
-from benchmarks.common import check_positive, parse_settings  # noqa: E402
+from benchmarks.common import check_positive  # noqa: E402
 from longctx import cli  # noqa: E402
 from longctx.home import atomic_dir, longctx_home  # noqa: E402
 from longctx.rope import original_context  # noqa: E402
@@ -444,7 +444,7 @@ def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str], lo
 
 
 def parse(argv: list[str] | None) -> tuple[Settings, Invocation]:
-    return parse_settings((Settings, Invocation), argv, PROG, __doc__, may_be_empty=("measure",))
+    return cli.parse_many((Settings, Invocation), argv, PROG, __doc__, may_be_empty=("measure",))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import PORT, REPO, URL, corpus_token_ids, machine_header, start_server  # noqa: E402
-from benchmarks.common import check_choices, check_positive, parse_settings  # noqa: E402
+from benchmarks.common import check_choices, check_positive  # noqa: E402
 from loadtest.sse import DONE, parse_line  # noqa: E402
 from longctx import cli  # noqa: E402
 from longctx.home import longctx_home  # noqa: E402
@@ -281,7 +281,7 @@ class Settings:
 
 def parse(argv: list[str] | None) -> Settings:
     """longctx.cli's flags, except that --server-args may be given with no value (no extra arguments)."""
-    (s,) = parse_settings((Settings,), argv, PROG, __doc__, may_be_empty=("server_args",))
+    (s,) = cli.parse_many((Settings,), argv, PROG, __doc__, may_be_empty=("server_args",))
     return s
 
 

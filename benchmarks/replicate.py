@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import check_positive, digest, finetune, machine_header, parse_settings  # noqa: E402
+from benchmarks.common import check_positive, digest, finetune, machine_header  # noqa: E402
 from longctx import cli  # noqa: E402
 from longctx.home import atomic_dir, longctx_home  # noqa: E402
 
@@ -451,7 +451,7 @@ def report(s: Settings, quick: bool, base_stamp: dict, heldout: list[Path], resu
 
 
 def parse(argv: list[str] | None) -> tuple[Settings, bool, Path | None]:
-    s, invocation = parse_settings((Settings, Invocation), argv, PROG, __doc__)
+    s, invocation = cli.parse_many((Settings, Invocation), argv, PROG, __doc__)
     return (s.quick() if invocation.quick else s), invocation.quick, invocation.out
 
 

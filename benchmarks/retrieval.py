@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import check_positive, parse_settings  # noqa: E402
+from benchmarks.common import check_positive  # noqa: E402
 from finetune import passkey  # noqa: E402
 from longctx import cli  # noqa: E402
 
@@ -170,7 +170,7 @@ def haystack_ids(tokenizer, data: tuple[Path, ...]) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.run(PROG, lambda: ask_all(*parse_settings((Invocation, Retrieval), argv, PROG, __doc__)))
+    return cli.run(PROG, lambda: ask_all(*cli.parse_many((Invocation, Retrieval), argv, PROG, __doc__)))
 
 
 def ask_all(where: Invocation, r: Retrieval) -> None:

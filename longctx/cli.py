@@ -196,6 +196,28 @@ def given_values(namespace: dict[str, Any], positional: Sequence[str] = ()) -> d
     return {k: v for k, v in namespace.items() if not (k in positional and v is None)}
 
 
+def parse_many(classes: Sequence[type], argv: Sequence[str] | None, prog: str, description: str | None = None,
+               may_be_empty: Sequence[str] = ()) -> tuple[Any, ...]:
+    """One command line for several settings classes : a flag per field of each, one instance
+    of each back, in order. The tuple flags named in `may_be_empty` also take no value at all (`--measure`
+    alone: the empty tuple); their values are checked against the field's Literal, if it has one. argparse's
+    own errors exit with status 2; the classes' checks raise UsageError (see run)."""
+    p = parser(classes[0], prog, description, skip=may_be_empty)
+    for cls in classes[1:]:
+        add_fields(p, cls, skip=may_be_empty)
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.name in may_be_empty:
+                item = typing.get_args(typing.get_type_hints(cls)[f.name])[0]
+                choices = list(typing.get_args(item)) if typing.get_origin(item) is typing.Literal else None
+                p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, nargs="*", choices=choices,
+                               default=argparse.SUPPRESS, help=f"{field_docs(cls).get(f.name, '')} "
+                               f"(default: {show(default_of(f))})")
+    given = vars(p.parse_args(argv))
+    return tuple(build(cls, {f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given}, prog)
+                 for cls in classes)
+
+
 def run(prog: str, body: Callable[[], int | None]) -> int:
     """Call `body`; bad input (UsageError) prints one line, `PROG: error: MESSAGE`, and returns 2."""
     try:
