@@ -136,20 +136,6 @@ def split_works() -> tuple[list[Path], list[Path]]:
     return [f for f in works if f.name not in HELDOUT_WORKS], heldout
 
 
-def train_tokenizer(files: list[Path], vocab: int):
-    """A byte-level BPE tokenizer trained on `files`; one special token serves as BOS, EOS and pad."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOS],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator((f.read_text(errors="replace") for f in files), trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS)
-
-
 def passkey_drill(encode, rng: random.Random) -> list[int]:
     """A 256-token passkey prompt followed by its answer (the eval's protocol, at the base context)."""
     from finetune import passkey
@@ -189,9 +175,10 @@ def pretrain(s: Settings, train_files: list[Path], out: Path) -> dict:
     from tqdm import tqdm
 
     from finetune.data import pack, read_documents, tokenize_joined
+    from finetune.scratch import train_tokenizer
 
     started = time.time()
-    tokenizer = train_tokenizer(train_files, s.vocab)
+    tokenizer = train_tokenizer((f.read_text(errors="replace") for f in train_files), s.vocab, (EOS,))
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     blocks = pack(tokenize_joined([d for f in train_files for d in read_documents(f)], tokenizer), CONTEXT)
     model = new_model(s, tokenizer)

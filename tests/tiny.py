@@ -27,19 +27,10 @@ def training_text() -> list[str]:
 
 def make_tokenizer(vocab_size: int = 512):
     """A byte-level BPE tokenizer trained on a few kB of text, with a ChatML chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from finetune.scratch import train_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(training_text(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", bos_token="<|endoftext|>",
-                                   pad_token="<|endoftext|>", unk_token=None)
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return train_tokenizer(training_text(), vocab_size, SPECIAL, bos="<|endoftext|>", eos="<|im_end|>",
+                           pad="<|endoftext|>", chat_template=CHAT_TEMPLATE)
 
 
 def make_tiny_checkpoint(out: Path, context: int = 128, layers: int = 2, hidden: int = 128, heads: int = 4,
