@@ -1,6 +1,6 @@
 """What trains, declared in one place, and saved by peft so an adapter folder is self-contained.
 
-- longlora: LoRA r=8, alpha=16, dropout 0 on q,k,v,o plus trainable token embeddings and every norm
+- longlora: LoRA r=8, alpha=16, dropout 0 on q,k,v,o (Phi-3: its fused qkv, and o) plus trainable token embeddings and every norm
   (LongLoRA §3.3 "LoRA+"; without embeddings and norms LoRA does not adapt to long context, Table 2).
 - lora: the same LoRA alone (the paper's ablation).
 - full: every weight trains (the paper's baseline).
@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # peft matches them as suffixes of module names
+# peft matches these as suffixes of module names, and needs only some to exist: Phi-3 projects q, k and v
+# with one fused `qkv_proj`, the other families with three.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "qkv_proj", "o_proj")
 # Every norm: each block's two, the final one ("model.norm"), and Qwen3's per-head q_norm and k_norm.
 LONGLORA_EXTRA = ("embed_tokens", "input_layernorm", "post_attention_layernorm", "model.norm", "q_norm", "k_norm")
 ADAPTER_MODES = ("longlora", "lora")

@@ -15,8 +15,6 @@ from longctx.rope import as_served, extend_config
 
 # Families transformers 5 and vLLM 0.32 both implement that S²-Attn or our RoPE rules cannot take as they are.
 REFUSED = {
-    "phi3": "transformers 5 accepts only LongRoPE scaling in a Phi-3 config and rewrites yarn to it, so a linear, "
-            "yarn or dynamic extension could not be saved or read back",
     "gemma2": "its attention soft-caps the logits and alternates sliding-window layers",
     "gemma3": "it alternates sliding-window and global attention layers",
     "cohere2": "it alternates sliding-window and global attention layers",

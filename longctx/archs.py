@@ -13,6 +13,7 @@ FAMILIES = {  # config.json model_type -> the architecture name transformers and
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",  # linear RoPE only, written as LongRoPE (longctx/rope.py)
 }
 PREFIX = "Longctx"
 PLUGIN_ARCH = {model_type: PREFIX + arch for model_type, arch in FAMILIES.items()}  # model_type -> our name

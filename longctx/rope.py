@@ -8,6 +8,10 @@ Conventions (what transformers 5.x and vLLM 0.32 both read):
   *original* context; vLLM serves `max_position_embeddings * factor`.
 - yarn: `max_position_embeddings` is the *target*; `original_max_position_embeddings` (inside
   `rope_parameters`) is the old context; vLLM serves `max_position_embeddings` as is.
+- Phi-3: transformers 5 keeps only LongRoPE in a Phi-3 config (it rewrites yarn to it and refuses linear),
+  so linear interpolation is written as LongRoPE with every channel's short and long factor equal to the
+  factor and its attention scaling off (1.0): the same frequencies at every length, which transformers and
+  vLLM then compute as position interpolation. `max_position_embeddings` is the *target*, as for yarn.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 METHODS = ("linear", "yarn", "dynamic")
+LONGROPE_ONLY = ("phi3",)  # model types whose config takes only LongRoPE scaling: linear is written in it
 META_KEY = "longctx"  # the metadata block's key in config.json
 # vLLM multiplies max_position_embeddings by the factor for every rope type except these
 # (vllm/config/model.py, _get_and_verify_max_len).
@@ -92,10 +97,15 @@ def extend_config(config: dict[str, Any], method: str, target_length: int) -> di
     base = rope_params_of(config)
     if base is None:
         raise RopeConfigError("the model has no RoPE (no rope_parameters/rope_theta in config.json); "
-                              "longctx extends RoPE models only (Llama, Mistral, Qwen2, Qwen3)")
+                              "longctx extends RoPE models only (Llama, Mistral, Qwen2, Qwen3, Phi-3)")
+    if config.get("model_type") in LONGROPE_ONLY and method != "linear":
+        raise RopeConfigError(f"{config['model_type']} configs take only LongRoPE scaling in transformers 5, "
+                              f"which writes linear interpolation but not {method}: use --rope linear")
     check_composes(config, base, method, target_length)
     original = original_context(config)
     factor = extension_factor(target_length, original)
+    if config.get("model_type") in LONGROPE_ONLY:
+        return _as_longrope(config, base, original, target_length, factor)
     params: dict[str, Any] = {"rope_type": method, "factor": factor, "rope_theta": base["rope_theta"]}
     if "partial_rotary_factor" in base:  # a family that rotates part of each head keeps doing so
         params["partial_rotary_factor"] = base["partial_rotary_factor"]
@@ -113,9 +123,36 @@ def extend_config(config: dict[str, Any], method: str, target_length: int) -> di
     return out
 
 
+def _as_longrope(config: dict[str, Any], base: dict[str, Any], original: int, target_length: int,
+                 factor: float) -> dict[str, Any]:
+    """Linear interpolation by `factor` in LongRoPE's form (see the module's docstring)."""
+    half = rotary_dim(config) // 2
+    params = {"rope_type": "longrope", "factor": factor, "rope_theta": base["rope_theta"],
+              "short_factor": [factor] * half, "long_factor": [factor] * half,
+              "original_max_position_embeddings": original,
+              "attention_factor": 1.0, "short_mscale": 1.0, "long_mscale": 1.0}  # transformers' and vLLM's names
+    if "partial_rotary_factor" in base:
+        params["partial_rotary_factor"] = base["partial_rotary_factor"]
+    out = {k: v for k, v in config.items() if k not in ("rope_scaling", "rope_theta")}
+    out.update(rope_parameters=params, max_position_embeddings=target_length, original_max_position_embeddings=original)
+    out[META_KEY] = metadata(original, target_length, "linear", factor)
+    return out
+
+
+def method_of(params: dict[str, Any]) -> str:
+    """The extension a checkpoint's RoPE parameters carry: its rope_type, except that LongRoPE with every
+    factor equal and no attention scaling is linear interpolation (how Phi-3 configs hold it)."""
+    if params["rope_type"] == "longrope":
+        factors = set(params.get("short_factor") or []) | set(params.get("long_factor") or [])
+        if len(factors) == 1 and float(params.get("attention_factor", 0)) == 1.0 and \
+                float(params.get("short_mscale", 1.0)) == float(params.get("long_mscale", 1.0)) == 1.0:
+            return "linear"
+    return params["rope_type"]
+
+
 def check_composes(config: dict[str, Any], base: dict[str, Any], method: str, target_length: int) -> None:
     """Refuse to replace a base's RoPE scaling of another kind, or to 'extend' it to less than it serves."""
-    current = base["rope_type"]
+    current = method_of(base)
     if current == "default":
         return
     serves = serving_length(config)
@@ -225,7 +262,7 @@ def check_config(config: dict[str, Any]) -> None:
         raise RopeConfigError(f"trained for {trained} tokens but its RoPE config allows only {allowed}: {fix}")
     if method == "none":
         return
-    if params["rope_type"] != method or not math.isclose(float(params.get("factor", 1.0)), factor):
+    if method_of(params) != method or not math.isclose(float(params.get("factor", 1.0)), factor):
         raise RopeConfigError(
             f"rope_parameters ({params['rope_type']}, factor {params.get('factor')}) disagree with the "
             f"longctx metadata ({method}, factor {factor}); re-run `finetune merge`")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from vllm.config import VllmConfig
 from vllm.model_executor.models.llama import LlamaForCausalLM
 from vllm.model_executor.models.mistral import MistralForCausalLM
+from vllm.model_executor.models.phi3 import Phi3ForCausalLM
 from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
 from vllm.model_executor.models.qwen3 import Qwen3ForCausalLM
 
@@ -51,3 +52,4 @@ LongctxLlamaForCausalLM = with_checked_rope(LlamaForCausalLM)  # Llama 2/3, Smol
 LongctxMistralForCausalLM = with_checked_rope(MistralForCausalLM)
 LongctxQwen2ForCausalLM = with_checked_rope(Qwen2ForCausalLM)
 LongctxQwen3ForCausalLM = with_checked_rope(Qwen3ForCausalLM)
+LongctxPhi3ForCausalLM = with_checked_rope(Phi3ForCausalLM)

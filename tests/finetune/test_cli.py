@@ -75,9 +75,9 @@ def test_empty_data_and_bad_model(train_args, tmp_path, capsys):
     (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_positions": 1024}')  # no RoPE
     assert cli(*train_args, "--model", tmp_path) == 2
     assert "'gpt2' is not supported" in one_line_error(capsys)
-    (tmp_path / "config.json").write_text('{"model_type": "phi3", "max_position_embeddings": 4096}')
+    (tmp_path / "config.json").write_text('{"model_type": "gemma2", "max_position_embeddings": 4096}')
     assert cli(*train_args, "--model", tmp_path) == 2
-    assert "'phi3' is not supported (transformers 5 accepts only LongRoPE" in one_line_error(capsys)
+    assert "'gemma2' is not supported (its attention soft-caps the logits" in one_line_error(capsys)
 
 
 def test_resume_of_a_different_run(train_args, capsys):

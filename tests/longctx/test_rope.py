@@ -185,3 +185,29 @@ def test_as_served_fixes_dynamic_ntk_at_the_served_base_and_leaves_the_rest():
     rope = serving_rope(prepared)
     prepared.update(rope_parameters=rope.rope_parameters, max_position_embeddings=rope.max_position)
     assert as_served(prepared) == served
+
+
+PHI3 = {"model_type": "phi3", "max_position_embeddings": 4096, "original_max_position_embeddings": 4096,
+        "hidden_size": 3072, "num_attention_heads": 32,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0}}
+
+
+def test_phi3_holds_linear_interpolation_as_uniform_longrope():
+    extended = extend_config(PHI3, "linear", 16384)
+    params = extended["rope_parameters"]
+    assert params["rope_type"] == "longrope" and params["short_factor"] == params["long_factor"] == [4.0] * 48
+    assert params["attention_factor"] == params["short_mscale"] == params["long_mscale"] == 1.0
+    assert extended["max_position_embeddings"] == 16384 and serving_length(extended) == 16384
+    assert original_context(extended) == 4096 and extended[META_KEY]["rope_method"] == "linear"
+    check_config(extended)  # the metadata's linear x4 is what the LongRoPE parameters hold
+    assert extend_config(extended, "linear", 32768)["rope_parameters"]["long_factor"] == [8.0] * 48  # composes
+    with pytest.raises(RopeConfigError, match="take only LongRoPE scaling.*use --rope linear"):
+        extend_config(PHI3, "yarn", 16384)
+
+
+def test_a_vendors_longrope_is_not_taken_for_linear():
+    vendor = {**PHI3, "max_position_embeddings": 131072, "rope_parameters": {
+        "rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 4096,
+        "short_factor": [1.0, 1.1] * 24, "long_factor": [1.0, 5.0] * 24}}
+    with pytest.raises(RopeConfigError, match="already carries longrope RoPE scaling"):
+        extend_config(vendor, "linear", 262144)
