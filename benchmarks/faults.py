@@ -268,7 +268,8 @@ class Settings:
     """disconnecting clients (kill: 8 streams, burst: 12)"""
     burst_tokens: int = 3000
     """prompt tokens of each burst request"""
-    server_args: tuple[str, ...] = ("--max-model-len", "4096", "--kv-cache-gib", "1", "--dtype", "float32")
+    server_args: tuple[str, ...] = field(default=("--max-model-len", "4096", "--kv-cache-gib", "1", "--dtype",
+                                                  "float32"), metadata={"split": False})  # passed on as they are
     """extra `python -m serve` arguments; by default a 1 GiB float32 KV cache, which holds fewer tokens than the
     burst (vLLM logs its size; the report quotes it); given with no value: none"""
     out: Path = RESULTS / "faults.md"

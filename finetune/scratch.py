@@ -1,5 +1,5 @@
-"""Models from nothing, for tests and the replication in miniature: a byte-level BPE tokenizer trained on
-given texts, and a random-init Llama. Everything is built locally in seconds; nothing is downloaded."""
+"""Tokenizers from nothing, for the tests' tiny checkpoints and the replication's tiny base: a byte-level
+BPE tokenizer trained on given texts, locally and in seconds; nothing is downloaded."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ PROG = "python -m loadtest"
 def parse_args(argv: list[str] | None) -> RunConfig:
     """One flag per RunConfig field (longctx/cli.py); the API key falls back to $OPENAI_API_KEY."""
     given = vars(cli.parser(RunConfig, PROG, __doc__).parse_args(argv))
-    given.setdefault("api_key", os.environ.get("OPENAI_API_KEY"))
+    given["api_key"] = given.get("api_key") or os.environ.get("OPENAI_API_KEY") or None
     if "host" in given:
         given["host"] = given["host"].rstrip("/")
     return cli.build(RunConfig, given, PROG)

@@ -16,8 +16,9 @@ none reads a preset whose first line is the command that runs it.
 
     cfg = parse(Config, argv, prog="python -m tool", positional=("model",))
 
-Types understood: str, int, float, Path, bool (--x/--no-x), Literal (choices), tuples (several values,
-space- or comma-separated) and any of these `| None`. Bad input raises UsageError (a ValueError), which
+Types understood: str, int, float, Path, bool (--x/--no-x), Literal (choices; inside a tuple or from a
+preset, the config's own check applies), tuples (several values, space- or comma-separated, except paths
+and fields marked `field(metadata={"split": False})`) and any of these `| None`. Bad input raises UsageError (a ValueError), which
 `run` prints as `PROG: error: MESSAGE` and turns into exit status 2, as argparse does for its own errors."""
 
 from __future__ import annotations
@@ -111,9 +112,9 @@ def build(cls: type, given: dict[str, Any], command: str, preset: Path | None = 
     if missing:
         name = missing[0].upper() if missing[0] in positional else "--" + missing[0].replace("_", "-")
         raise UsageError(f"`{command}` needs {name}" + (" (on the command line or in the preset)" if presets else ""))
-    hints = typing.get_type_hints(cls)
+    hints, split = typing.get_type_hints(cls), {f.name: f.metadata.get("split", True) for f in dataclasses.fields(cls)}
     try:
-        return cls(**{name: coerce(hints[name], value, name) for name, value in values.items()})
+        return cls(**{name: coerce(hints[name], value, name, split[name]) for name, value in values.items()})
     except UsageError:
         raise
     except ValueError as e:  # a config's __post_init__ names the flag and the fix
@@ -143,17 +144,19 @@ def read_preset(path: Path, command: str, cls: type) -> dict[str, Any]:
     return values  # relative paths stay relative to the working directory, as on the command line
 
 
-def coerce(hint: Any, value: Any, name: str = "value") -> Any:
+def coerce(hint: Any, value: Any, name: str = "value", split: bool = True) -> Any:
     """A value from the command line or a preset, as the field's type: numbers from strings, paths,
-    tuples from lists or comma-separated strings. Raises UsageError naming the flag."""
+    tuples from lists or comma-separated strings (not paths, and not a field declared with
+    `field(metadata={"split": False})`, such as arguments passed on as they are). Raises UsageError
+    naming the flag."""
     if value is None:
         return None
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return coerce(args[0], value, name)
+        return coerce(args[0], value, name, split)
     if typing.get_origin(hint) is tuple:
         items = [value] if isinstance(value, (str, Path)) else list(value)
-        if args[0] is not Path:  # 1k,4k,8k as well as 1k 4k 8k
+        if split and args[0] is not Path:  # 1k,4k,8k as well as 1k 4k 8k
             items = [part for item in items for part in str(item).split(",") if part]
         return tuple(coerce(args[0], item, name) for item in items)
     if hint in (int, float) and isinstance(value, str):

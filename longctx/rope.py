@@ -143,8 +143,8 @@ def method_of(params: dict[str, Any]) -> str:
     """The extension a checkpoint's RoPE parameters carry: its rope_type, except that LongRoPE with every
     factor equal and no attention scaling is linear interpolation (how Phi-3 configs hold it)."""
     if params["rope_type"] == "longrope":
-        factors = set(params.get("short_factor") or []) | set(params.get("long_factor") or [])
-        if len(factors) == 1 and float(params.get("attention_factor", 0)) == 1.0 and \
+        factors = {float(f) for f in (params.get("short_factor") or []) + (params.get("long_factor") or [])}
+        if factors == {float(params.get("factor") or 0)} and float(params.get("attention_factor", 0)) == 1.0 and \
                 float(params.get("short_mscale", 1.0)) == float(params.get("long_mscale", 1.0)) == 1.0:
             return "linear"
     return params["rope_type"]
@@ -222,7 +222,7 @@ def rotary_dim(config: dict[str, Any]) -> int:
     """How many channels of each head RoPE rotates (vLLM's `get_rope` and transformers agree on it)."""
     params = rope_params_of(config) or {}
     head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-    return int(head_dim * params.get("partial_rotary_factor", 1.0))
+    return int(head_dim * params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)))
 
 
 def unprepared(config: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +258,8 @@ def check_config(config: dict[str, Any]) -> None:
     method, factor = meta.get("rope_method", "none"), float(meta.get("rope_factor", 1.0))
     allowed = serving_length(config)
     if trained > allowed:
-        fix = f"run `finetune merge` again, or add rope_parameters {_expected(method, factor, params)}"
+        fix = "run `finetune merge` again" + ("" if config.get("model_type") in LONGROPE_ONLY else
+                                              f", or add rope_parameters {_expected(method, factor, params)}")
         raise RopeConfigError(f"trained for {trained} tokens but its RoPE config allows only {allowed}: {fix}")
     if method == "none":
         return

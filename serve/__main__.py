@@ -25,7 +25,7 @@ def parse_args(argv: list[str]) -> ServeConfig:
     """Our flags, then everything after `--` passed to vLLM as it is; the key falls back to $LONGCTX_API_KEY."""
     ours, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     given = cli.given_values(vars(parser().parse_args(ours)), ("model",))
-    given.setdefault("api_key", os.environ.get("LONGCTX_API_KEY") or None)
+    given["api_key"] = given.get("api_key") or os.environ.get("LONGCTX_API_KEY") or None
     return cli.build(ServeConfig, {**given, "vllm_args": tuple(extra)}, PROG, positional=("model",))
 
 

@@ -61,7 +61,7 @@ class ServeConfig:
     """Skip torch.compile: a faster start (73 s here with it, 229 s compiling from an empty cache; separate runs)."""
     per_request_metrics: bool = False
     """Add vLLM's own timing (queue, time to first token) to each response, for the load tester's TTFT split."""
-    vllm_args: tuple[str, ...] = field(default_factory=tuple)
+    vllm_args: tuple[str, ...] = field(default_factory=tuple, metadata={"split": False})
     """Extra arguments passed to vLLM as they are (after `--`)."""
 
     def __post_init__(self) -> None:

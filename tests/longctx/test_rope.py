@@ -5,7 +5,8 @@ from types import SimpleNamespace
 import pytest
 
 from longctx.rope import (META_KEY, RopeConfigError, check_config, extend_config, extension_factor,
-                           length_for_factor, original_context, rope_params_of, serving_length, serving_rope)
+                           length_for_factor, method_of, original_context, rope_params_of, serving_length,
+                           serving_rope)
 
 BASE = {"model_type": "llama", "max_position_embeddings": 4096,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}
@@ -211,3 +212,10 @@ def test_a_vendors_longrope_is_not_taken_for_linear():
         "short_factor": [1.0, 1.1] * 24, "long_factor": [1.0, 5.0] * 24}}
     with pytest.raises(RopeConfigError, match="already carries longrope RoPE scaling"):
         extend_config(vendor, "linear", 262144)
+
+
+def test_longrope_is_linear_only_when_its_factors_are_the_factor():
+    params = extend_config(PHI3, "linear", 16384)["rope_parameters"]
+    assert method_of(params) == "linear"
+    assert method_of({**params, "short_factor": [2.0] * 48, "long_factor": [2.0] * 48}) == "longrope"  # factor 4
+    assert method_of({**params, "attention_factor": 1.2}) == "longrope"

@@ -100,6 +100,10 @@ def test_cli_parsing(monkeypatch):
     cfg = parse_args(["/m", "--port", "9000", "--rope", "yarn", "--factor", "4", "--", "--seed", "1"])
     assert cfg.model == Path("/m") and cfg.port == 9000 and cfg.factor == 4.0 and cfg.api_key == "from-env"
     assert cfg.vllm_args == ("--seed", "1")
+    assert parse_args(["--api-key", ""]).api_key == "from-env"  # empty: the environment's, as before
+    # after `--`, arguments reach vLLM as they are: commas, JSON and empty strings included
+    passed = ("--served-model-name", "a,b", "--hf-overrides", '{"a": 1, "b": 2}', "--x", "")
+    assert parse_args(["--", *passed]).vllm_args == passed
     with pytest.raises(ValueError, match="go together"):
         parse_args(["--rope", "linear"])
 
