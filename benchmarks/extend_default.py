@@ -398,13 +398,13 @@ def shown(path: Path) -> str:
 
 
 def caveats(results: dict[str, dict]) -> list[str]:
-    """Where the served model and the evaluated one are not the same function of position."""
+    """How the dynamic row is served and measured (not transformers' own per-length dynamic NTK)."""
     if "dynamic" not in results:
         return []
-    return ["- `dynamic`: transformers (perplexity) rescales only past the original context, by the current "
-            "length; the server computes one NTK base for the whole served length (longctx/rope.py, "
-            "`serving_rope`) and uses it at every length. Its retrieval below the served length is therefore "
-            "that of a fixed NTK ×factor RoPE, not of the dynamic one its perplexity measures."]
+    return ["- `dynamic`: the server builds one NTK base for the whole served length (longctx/rope.py, "
+            "`serving_rope`) and uses it at every position; `finetune eval` measures that same RoPE "
+            "(`as_served`), so below the original context this row is not the base model (transformers' own "
+            "`dynamic` would rescale per sequence length and equal the base there)."]
 
 
 def invocations(entries: list[dict]) -> list[str]:
