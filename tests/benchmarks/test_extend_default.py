@@ -54,7 +54,7 @@ def test_rows_cell_by_cell(tmp_path, monkeypatch, capsys):
     assert served["rope_parameters"] == json.loads((base / "config.json").read_text())["rope_parameters"]
     assert rows["run"]["run"]["steps"] == 2 and rows["run"]["run"]["tokens"] == 2 * 8 * TARGET  # 8 blocks a step
     text = out.read_text()
-    assert "fixed NTK" in text  # the served dynamic RoPE is not the evaluated one below the served length
+    assert "one NTK base for the whole served length" in text  # how the served dynamic RoPE is measured
     assert "128 → 512 tokens" in text and "linear + longlora (s2 attention), trained, merged (`run`)" in text
     assert "CPU flags that choose the dtype" in text and out.with_suffix(".png").stat().st_size
     assert all(d in ("bfloat16", "float32") for r in rows.values() for d in r["eval_dtype"].values())
