@@ -16,7 +16,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,15 +134,6 @@ def check_choices(flag: str, values: Iterable[str], allowed: Iterable[str]) -> N
     allowed = list(allowed)
     if bad := [v for v in values if v not in allowed]:
         raise ValueError(f"{flag}: unknown value {bad[0]!r}; choose from {', '.join(allowed)}")
-
-
-def check_profiles(profiles: Sequence[str]) -> None:
-    """`python -m serve --profile` presets, checked before any server starts."""
-    from serve.config import PROFILES
-
-    if not profiles:
-        raise ValueError("--profiles needs at least one of " + ", ".join(PROFILES))
-    check_choices("--profiles", profiles, PROFILES)
 
 
 def check_duration(duration: str) -> None:

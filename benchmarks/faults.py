@@ -31,7 +31,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import PORT, REPO, URL, corpus_token_ids, machine_header, start_server  # noqa: E402
-from benchmarks.common import check_choices, check_positive  # noqa: E402
+from benchmarks.common import check_positive  # noqa: E402
 from loadtest.sse import DONE, parse_line  # noqa: E402
 from longctx import cli  # noqa: E402
 from longctx.home import longctx_home  # noqa: E402
@@ -276,7 +276,6 @@ class Settings:
     """the report, with its .json beside it (default: benchmarks/results/faults.md)"""
 
     def __post_init__(self) -> None:
-        check_choices("--faults", self.faults, FAULTS)
         check_positive(self, "clients", "burst_tokens")
 
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import REPO, check_choices, check_positive, finetune, machine_header  # noqa: E402
+from benchmarks.common import REPO, check_positive, finetune, machine_header  # noqa: E402
 from longctx import cli  # noqa: E402
-from longctx.rope import METHODS  # noqa: E402
+from longctx.rope import Method  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 TARGET = 32768
@@ -35,14 +35,13 @@ class Settings:
 
     windows: tuple[int, ...] = (4096, 8192)
     """PoSE windows (tokens), as `finetune train --pose-window`"""
-    ropes: tuple[str, ...] = ("yarn", "linear")
+    ropes: tuple[Method, ...] = ("yarn", "linear")
     """RoPE methods, as `finetune train --rope`"""
     data: str = "corpus:mix"
     """training data, as `finetune train --data`"""
 
     def __post_init__(self) -> None:
         check_positive(self, "windows")
-        check_choices("--ropes", self.ropes, METHODS)
 
 
 def train_args(out: Path, window: int, rope: str, data: str) -> list[str]:

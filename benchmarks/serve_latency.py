@@ -21,10 +21,11 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import URL, check_positive, check_profiles, corpus_token_ids, machine_header  # noqa: E402
+from benchmarks.common import URL, check_positive, corpus_token_ids, machine_header  # noqa: E402
 from benchmarks.common import start_server  # noqa: E402
 from loadtest.sse import stream_metrics  # noqa: E402
 from longctx import cli  # noqa: E402
+from serve.config import ProfileName  # noqa: E402
 
 PROG = "python benchmarks/serve_latency.py"
 
@@ -37,7 +38,7 @@ class Settings:
     """checkpoint (default: the embedded default model)"""
     lengths: tuple[int, ...] = (1024, 4096, 8000)
     """prompt lengths in tokens, one request each; the longest is also the long prompt of the preset comparison"""
-    profiles: tuple[str, ...] = ("latency", "throughput")
+    profiles: tuple[ProfileName, ...] = ("latency", "throughput")
     """`python -m serve --profile` presets to run, one fresh server each, e.g. latency,throughput"""
     max_tokens: int = 64
     """output tokens of each by-length request (ignore_eos: exactly this many)"""
@@ -48,7 +49,6 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_positive(self, "lengths", "max_tokens")
-        check_profiles(self.profiles)
 
 def stream(prompt: list[int], max_tokens: int, name: str) -> dict:
     """One streamed completion: TTFT, decode tokens/s after the first token, end-to-end seconds."""

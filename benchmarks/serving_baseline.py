@@ -24,9 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from longctx import cli  # noqa: E402
+from serve.config import ProfileName  # noqa: E402
 from longctx.procs import terminate  # noqa: E402
 from benchmarks.common import PORT, URL, forward_flops, machine_header, start_server, wait_ready  # noqa: E402
-from benchmarks.common import check_duration, check_positive, check_profiles  # noqa: E402
+from benchmarks.common import check_duration, check_positive  # noqa: E402
 
 RESULTS = Path("benchmarks/results")
 PROG = "python benchmarks/serving_baseline.py"
@@ -50,7 +51,7 @@ class Settings:
     """output tokens per request (exactly: --ignore-eos)"""
     per_bucket: int = 8
     """distinct prompts planned (users cycle through them)"""
-    profiles: tuple[str, ...] = ("latency", "throughput")
+    profiles: tuple[ProfileName, ...] = ("latency", "throughput")
     """`python -m serve --profile` values to run, one vLLM server each (`python -m serve` alone: latency)"""
     probe_bucket: str = "8160"
     """prompt length of the prefill probe (one request alone), e.g. 8160 (fits 8192 with 1 token)"""
@@ -63,7 +64,6 @@ class Settings:
         check_positive(self, "users", "max_tokens", "per_bucket")
         check_positive(self, "port_patience", minimum=0)
         check_duration(self.duration)
-        check_profiles(self.profiles)
 
 
 def matmul_gflops(dtype: str = "float32", n: int = 2048, seconds: float = 5.0) -> float:

@@ -78,17 +78,20 @@ def parser() -> argparse.ArgumentParser:
     for name, cls in COMMANDS.items():
         p = sub.add_parser(name, help=cls.__doc__, description=cls.__doc__)
         cli.add_preset_flag(p)
-        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
-        cli.add_fields(p, cls, positional=required)  # a required field may come from the preset instead
+        cli.add_fields(p, cls, positional=required(cls))  # a required field may come from the preset instead
     return top
 
 
 def make_config(cls: type, given: dict[str, Any]):
     """Dataclass defaults, then the preset, then the flags given."""
-    given = {k: v for k, v in given.items() if v is not None}  # an absent positional is None
+    given = cli.given_values(given, required(cls))
     command = f"finetune {given.pop('command')}"
-    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
-    return cli.build(cls, given, command, given.pop("preset", None), positional=required, presets=True)
+    return cli.build(cls, given, command, given.pop("preset", None), positional=required(cls), presets=True)
+
+
+def required(cls: type) -> list[str]:
+    """Fields without a default: positionals, which a preset may give instead."""
+    return [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
 
 
 if __name__ == "__main__":

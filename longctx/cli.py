@@ -16,8 +16,8 @@ none reads a preset whose first line is the command that runs it.
 
     cfg = parse(Config, argv, prog="python -m tool", positional=("model",))
 
-Types understood: str, int, float, Path, bool (--x/--no-x), Literal (choices; inside a tuple or from a
-preset, the config's own check applies), tuples (several values, space- or comma-separated, except paths
+Types understood: str, int, float, Path, bool (--x/--no-x), Literal (choices, checked in tuples and
+presets too), tuples (several values, space- or comma-separated, except paths
 and fields marked `field(metadata={"split": False})`) and any of these `| None`. Bad input raises UsageError (a ValueError), which
 `run` prints as `PROG: error: MESSAGE` and turns into exit status 2, as argparse does for its own errors."""
 
@@ -159,6 +159,8 @@ def coerce(hint: Any, value: Any, name: str = "value", split: bool = True) -> An
         if split and args[0] is not Path:  # 1k,4k,8k as well as 1k 4k 8k
             items = [part for item in items for part in str(item).split(",") if part]
         return tuple(coerce(args[0], item, name) for item in items)
+    if typing.get_origin(hint) is typing.Literal and value not in args:  # argparse checks only a lone flag
+        raise UsageError(f"--{name.replace('_', '-')}: unknown value {value!r}; choose from {', '.join(map(str, args))}")
     if hint in (int, float) and isinstance(value, str):
         try:
             return hint(value)

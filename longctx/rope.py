@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
-METHODS = ("linear", "yarn", "dynamic")
+Method = Literal["linear", "yarn", "dynamic"]
+METHODS: tuple[str, ...] = get_args(Method)
 LONGROPE_ONLY = ("phi3",)  # model types whose config takes only LongRoPE scaling: linear is written in it
 META_KEY = "longctx"  # the metadata block's key in config.json
 # vLLM multiplies max_position_embeddings by the factor for every rope type except these

@@ -22,6 +22,7 @@ PROFILES = {
     # Large chunks: fewer, bigger steps; best tokens/s when prompts arrive one at a time.
     "throughput": Profile(max_num_batched_tokens=8192, long_prefill_token_threshold=0),
 }
+ProfileName = Literal["latency", "throughput"]  # the keys of PROFILES (tests/serve checks they agree)
 DEFAULT_PROFILE = "latency"  # chosen by measurement: docs/measurements.md (serving-latency, chunked-prefill)
 
 
@@ -35,7 +36,7 @@ class ServeConfig:
     """TCP port."""
     api_key: str | None = None
     """Require this bearer token (default: $LONGCTX_API_KEY, else no key)."""
-    profile: Literal["latency", "throughput"] = DEFAULT_PROFILE
+    profile: ProfileName = DEFAULT_PROFILE
     """Chunked-prefill preset: latency (small chunks, fair time to first token) or throughput."""
     max_num_batched_tokens: int | None = None
     """Override the preset's token budget per engine step."""

@@ -25,6 +25,8 @@ class Demo:
     """extension factor"""
     eager: bool = False
     """skip compilation"""
+    modes: tuple[Literal["fast", "exact"], ...] = ()
+    """several of them"""
 
     def __post_init__(self) -> None:
         if self.factor is not None and self.factor <= 1:
@@ -61,6 +63,8 @@ def test_help_lists_every_field_with_its_docstring_and_default(capsys):
 
 @pytest.mark.parametrize("argv, says", [(["m", "--lengths", "x"], "--lengths must be an integer, not 'x'"),
                                         (["m", "--factor", "0.5"], "--factor must be above 1"),
+                                        (["m", "--modes", "fast,slow"],
+                                         "--modes: unknown value 'slow'; choose from fast, exact"),
                                         ([], "`demo` needs MODEL")])
 def test_bad_values_are_one_line_and_exit_2(argv, says, capsys):
     assert cli.run("demo", lambda: parse(*argv) and 0) == 2

@@ -9,7 +9,7 @@ import pytest
 from longctx.rope import extend_config
 from serve.__main__ import parse_args
 from serve.args import Machine, build_command, cpu_ranges, kv_bytes_per_token, kv_cache_gib, max_model_len
-from serve.config import PROFILES, ServeConfig
+from serve.config import PROFILES, ProfileName, ServeConfig
 
 SMOL = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "max_position_embeddings": 8192,
         "hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3, "num_hidden_layers": 30,
@@ -133,3 +133,9 @@ def test_per_request_metrics_flag():
     assert "--enable-per-request-metrics" in argv
     argv, _ = build_command(SMOL, parse_args([]), CPU, Path("/m/x"))
     assert "--enable-per-request-metrics" not in argv
+
+
+def test_the_profile_names_are_the_presets():
+    from typing import get_args
+
+    assert set(get_args(ProfileName)) == set(PROFILES)
