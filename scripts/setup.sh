@@ -37,7 +37,9 @@ if [ "$extra" = cpu ]; then
   pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
 
-if ! "$VENV/bin/python" -c "import torch, transformers, peft, vllm, plugin, finetune, serve, loadtest" ; then
+# Checked from outside the checkout, so that the installed package map (not the current directory)
+# must provide every package the commands import.
+if ! (root=$PWD && cd / && "$root/$VENV/bin/python" -c "import torch, transformers, peft, vllm, longctx, plugin, finetune, serve, loadtest"); then
   echo "setup: FAILED: the import check above did not pass; see the error" >&2
   exit 1
 fi
