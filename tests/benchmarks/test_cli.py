@@ -20,6 +20,7 @@ SCRIPTS = {
     "faults": (("Settings",), (), ["--clients", "x"], ["--faults", "crash"]),
     "hf_server": (("Settings",), ("model",), ["--port", "x"], ["--port", "99999"]),
     "passkey_baseline": (("Settings",), (), ["--host", "h", "--per-bucket", "x"], ["--host", "h", "--per-bucket", "0"]),
+    "passkey_reach": (("Settings",), (), ["--host", "h", "--trials", "x"], ["--host", "h", "--depth-to", "2"]),
     "pose_step_time": (("Settings",), (), ["--windows", "4k"], ["--ropes", "ntk"]),
     "replicate": (("Settings", "Invocation"), (), ["--steps", "x"], ["--passkey-drill", "2"]),
     "retrieval": (("Invocation", "Retrieval"), (), ["--url", "u", "--model", "m", "--keys", "x"],
