@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # `locust -f loadtest/locustfile.py` puts loadtes
 
 from locust import HttpUser, LoadTestShape, constant, events, task
 
-from loadtest.plan import PATHS, load_plan, make_plan, payload
+from loadtest.plan import PATHS, load_plan, make_plan, payload, user_queue
 from longctx.passkey import first_number
 from loadtest.scenarios import SCENARIOS, ramp_users
 from loadtest.sse import StreamResult, stream_metrics
@@ -31,6 +31,7 @@ API_KEY = os.environ.get("LOADTEST_API_KEY") or os.environ.get("OPENAI_API_KEY")
 RECORDS = os.environ.get("LOADTEST_RECORDS")
 PLAN: dict = {}
 FAILURE_PAUSE_S = 1.0
+USERS_STARTED = itertools.count()  # numbers the users as they start (one gevent process)
 
 
 class PasskeyMismatch(Exception):
@@ -65,9 +66,7 @@ class LLMUser(HttpUser):
 
     def on_start(self) -> None:
         wanted = PLAN.get(self.bucket_role) if self.bucket_role else None
-        mine = [p for p in PLAN["prompts"] if wanted in (None, p["bucket"])]
-        offset = id(self) % max(1, len(mine))  # users start at different prompts
-        self.prompts = itertools.cycle(mine[offset:] + mine[:offset])
+        self.prompts = itertools.cycle(user_queue(PLAN["prompts"], wanted, next(USERS_STARTED)))
         if API_KEY:
             self.client.headers["Authorization"] = f"Bearer {API_KEY}"
 

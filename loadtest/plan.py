@@ -5,6 +5,7 @@ requests being measured."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from loadtest.server import ServerInfo, http_tokenizer, probe
 DEFAULT_BUCKETS = ("1k", "4k", "8k")
 SOAK_SHORTEST = 256
 PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+GOLDEN = 0.6180339887498949  # users' starting points: k * GOLDEN mod 1 spreads any number of users evenly
 
 
 def soak_buckets(limit: int | None, shortest: int = SOAK_SHORTEST) -> list[str]:
@@ -82,6 +84,20 @@ def load_hf_tokenizer(folder: str):
         return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as e:
         raise ValueError(f"--tokenizer {folder}: not a tokenizer folder ({str(e).splitlines()[0][:160]})") from None
+
+
+def user_queue(prompts: list[dict], bucket: str | None, user: int) -> list[dict]:
+    """The prompts user number `user` cycles through: those of `bucket` (all when None) with the buckets
+    interleaved round-robin, plan order kept within each, so that even a short run spreads every user's
+    requests over every bucket; rotated to a start spread by the golden ratio, so that users started together
+    ask different prompts."""
+    groups: dict[str, list[dict]] = {}
+    for p in prompts:
+        if bucket in (None, p["bucket"]):
+            groups.setdefault(p["bucket"], []).append(p)
+    order = [p for row in itertools.zip_longest(*groups.values()) for p in row if p is not None]
+    start = int(user * GOLDEN % 1 * len(order))
+    return order[start:] + order[:start]
 
 
 def payload(plan: dict, prompt: dict, salt: str | None, stream: bool = True) -> dict:
