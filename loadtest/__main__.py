@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 from longctx import cli
@@ -20,8 +21,16 @@ def parse_args(argv: list[str] | None) -> RunConfig:
     return cli.build(RunConfig, given, PROG)
 
 
+def command_line(argv: list[str]) -> str:
+    """The command as a shell would take it back, with the API key's value hidden."""
+    shown = ["***" if prev == "--api-key" else arg.split("=")[0] + "=***" if arg.startswith("--api-key=") else arg
+             for prev, arg in zip(["", *argv], argv)]
+    return shlex.join(["python", "-m", "loadtest", *shown])
+
+
 def main(argv: list[str] | None = None) -> int:
-    return cli.run(PROG, lambda: run(parse_args(argv)))
+    argv = sys.argv[1:] if argv is None else argv
+    return cli.run(PROG, lambda: run(parse_args(argv), command=command_line(argv)))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,9 +153,10 @@ def prepare(cfg: RunConfig) -> Path:
     return save_plan(plan, cfg.out / "plan.json")
 
 
-def run(cfg: RunConfig, log=print) -> int:
+def run(cfg: RunConfig, log=print, command: str | None = None) -> int:
     """The whole run; 2 on bad input (nothing started), 3 when a threshold given is broken, else 1 on
-    transport failures (unless --max-failures allows them), else 0."""
+    transport failures (unless --max-failures allows them), else 0. `command`: how the run was started, for
+    summary.md."""
     try:
         plan = prepare(cfg)
     except (ServerError, ValueError) as e:
@@ -172,7 +175,7 @@ def run(cfg: RunConfig, log=print) -> int:
     after = scrape(cfg.host, cfg.api_key) if before else None
     server = server_side(parse_prometheus(before), parse_prometheus(after)) if before and after else None
     rows = load_records(records)
-    broken = write_results(cfg, rows, server, base, sampler.samples if sampler else [])
+    broken = write_results(cfg, rows, server, base, sampler.samples if sampler else [], command)
     log(f"loadtest: results in {cfg.out}/summary.md")
     for line in broken:
         log(f"loadtest: threshold broken: {line}")
@@ -199,15 +202,17 @@ def exit_code(locust_code: int, records: list[dict], allowed: int = 0) -> int:
     return 1 if not records or sum(1 for r in records if r["failure"]) > allowed else 0
 
 
-def write_results(cfg: RunConfig, records: list[dict], server: dict | None,
-                  baseline: list[dict] | None = None, samples: list[dict] | None = None) -> list[str]:
+def write_results(cfg: RunConfig, records: list[dict], server: dict | None, baseline: list[dict] | None = None,
+                  samples: list[dict] | None = None, command: str | None = None) -> list[str]:
     """summary.md and the PNG plots; returns the thresholds broken, each as a line to show."""
     slo = Slo(cfg.slo_ttft_ms, cfg.slo_tpot_ms, cfg.slo_e2e_ms)
     title = f"{cfg.scenario}: {cfg.users} users, {cfg.duration}, {cfg.host}"
     spans = windows(records, samples or [], cfg.windows)
     verdict = judge(records, spans, baseline, cfg.thresholds) if records else None
     over_time = section(records, samples or [], spans, verdict, cfg.thresholds) if samples or verdict else []
-    (cfg.out / "summary.md").write_text(render(records, slo, title, server, baseline, over_time))
+    about = [f"- date: {time.strftime('%Y-%m-%dT%H:%M:%S%z')}", *([f"- command: `{command}`"] if command else []),
+             f"- load generator: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"]
+    (cfg.out / "summary.md").write_text(render(records, slo, title, server, baseline, over_time, about))
     if records:
         from loadtest.plots import write_plots  # matplotlib loads only when a run draws
 

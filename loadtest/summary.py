@@ -168,11 +168,13 @@ def depth_table(load: dict, base: dict, with_base: bool) -> list[str]:
 
 
 def render(records: list[dict], slo: Slo, title: str, server: dict[str, float | None] | None = None,
-           baseline: list[dict] | None = None, over_time: list[str] | None = None) -> str:
+           baseline: list[dict] | None = None, over_time: list[str] | None = None,
+           about: list[str] | None = None) -> str:
     """The whole summary.md; `baseline`: the single-request trials (None: not run); `over_time`: the soak's
-    section (thresholds, windows), placed after accuracy."""
+    section (thresholds, windows), placed after accuracy; `about`: lines under the title (date, command)."""
     t = throughput(records, slo)
-    lines = [f"# {title}", "", *accuracy_section(records, baseline), "", *(over_time or []),
+    lines = [f"# {title}", "", *(about or []), *([""] if about else []), *accuracy_section(records, baseline), "",
+             *(over_time or []),
              *([""] if over_time else []), "## Load", "",
              *(f"- {k}: {v:.3g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in t.items()),
              f"- SLO for goodput (ms): TTFT {slo.ttft_ms}, TPOT {slo.tpot_ms}, E2E {slo.e2e_ms}", "",

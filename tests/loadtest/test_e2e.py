@@ -42,6 +42,9 @@ def test_headless_run_writes_results(tiny_server, tmp_path):
     assert ("TTFT", "ttft@300") in stats and ("PASSKEY", "passkey@450") in stats
     summary = (out / "summary.md").read_text()
     assert "| TTFT |" in summary and "passkey accuracy" in summary and "mean TTFT (s)" in summary
+    # how the run was started, the API key hidden
+    assert "- command: `python -m loadtest --host" in summary and "--api-key '***'" in summary
+    assert tiny_server.api_key not in summary
     # the baseline ran first, one request per planned prompt, and leads the summary beside the load
     plan = json.loads((out / "plan.json").read_text())
     baseline = [json.loads(line) for line in (out / "baseline.jsonl").read_text().splitlines()]

@@ -76,3 +76,12 @@ def test_the_runner_imports_no_torch_transformers_or_locust():
             "print(sorted(m for m in ('torch', 'transformers', 'locust') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_command_line_hides_the_api_key():
+    from loadtest.__main__ import command_line
+
+    assert command_line(["--host", "http://h:1", "--api-key", "s3cret", "--users", "2"]) == \
+        "python -m loadtest --host http://h:1 --api-key '***' --users 2"
+    assert command_line(["--api-key=s3cret", "--out", "my results"]) == \
+        "python -m loadtest '--api-key=***' --out 'my results'"
