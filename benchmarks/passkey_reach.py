@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import check_choices, check_positive, machine_header  # noqa: E402
+from benchmarks.common import check_positive, machine_header  # noqa: E402
 from loadtest.baseline import ask_once  # noqa: E402
 from loadtest.plan import corpus_text  # noqa: E402
 from loadtest.prompts import KEYS, build_prompt, filler_window, local_tokenizer, parse_bucket  # noqa: E402
-from loadtest.scenarios import SCENARIOS  # noqa: E402
 from loadtest.server import probe  # noqa: E402
 from longctx import cli, hardware  # noqa: E402
 from longctx.rope import Method  # noqa: E402
@@ -53,7 +52,7 @@ class Settings:
     """deepest needle depth; the trials' depths are spread evenly between the two"""
     trials: int = 8
     """prompts per endpoint"""
-    endpoints: tuple[str, ...] = ("completions", "chat")
+    endpoints: tuple[Literal["completions", "chat"], ...] = ("completions", "chat")
     """scenarios to ask: chat, completions"""
     max_tokens: int = 8
     """output tokens per answer (a 5-digit key fits)"""
@@ -76,7 +75,6 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_positive(self, "trials", "max_tokens")
-        check_choices("--endpoints", self.endpoints, SCENARIOS)
         if (self.rope is None) != (self.factor is None):
             raise cli.UsageError("give --rope and --factor together, as the server was started")
         if not 0 <= self.depth_from <= self.depth_to <= 1:
@@ -104,7 +102,7 @@ def measure(args: Settings) -> None:
     from finetune.eval import load_model
 
     info = probe(args.host, None)
-    folder = args.model or Path(_served_root(args.host, info.model))
+    folder = args.model or Path(info.root or info.model)
     dtype = hardware.choose_dtype(False).dtype if args.dtype == "auto" else args.dtype
     hf = AutoTokenizer.from_pretrained(folder)
     model = load_model(folder, args.rope, args.factor, torch.device("cpu"), getattr(torch, dtype))
@@ -149,14 +147,6 @@ def prompts(args: Settings, hf, model: str) -> list[tuple[dict, dict]]:
             filler = filler_window(tok, corpus, rng.randrange(len(corpus)), length)
             pairs.append((plan, build_prompt(tok, filler, length, depth, rng.randint(*KEYS), args.bucket).to_dict()))
     return pairs
-
-
-def _served_root(host: str, model: str) -> str:
-    """The folder vLLM loaded the model from (its /v1/models `root`)."""
-    import requests
-
-    data = requests.get(f"{host}/v1/models", timeout=30).json()["data"]
-    return next(m.get("root") or m["id"] for m in data if m["id"] == model)
 
 
 def write(rows: list[dict], args: Settings, model: str, dtype: str, length: int) -> None:

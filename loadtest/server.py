@@ -24,6 +24,8 @@ class ServerInfo:
 
     model: str
     max_model_len: int | None
+    root: str | None = None
+    """Where the server loaded the model from (vLLM's `root`), when it says."""
 
 
 def auth(api_key: str | None) -> dict[str, str]:
@@ -49,7 +51,7 @@ def probe(host: str, api_key: str | None) -> ServerInfo:
     models = resp.json().get("data") or []
     if not models:
         raise ServerError(f"{host}/v1/models lists no model")
-    return ServerInfo(model=models[0]["id"], max_model_len=models[0].get("max_model_len"))
+    return ServerInfo(model=models[0]["id"], max_model_len=models[0].get("max_model_len"), root=models[0].get("root"))
 
 
 def _post(host: str, path: str, api_key: str | None, body: dict) -> dict:

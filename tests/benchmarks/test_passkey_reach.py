@@ -28,3 +28,10 @@ def test_bad_input_is_refused_in_one_line(tmp_path):
         prompts(Settings(host="h", plan=plan_file(tmp_path), bucket="8k", kinds=("chunk",)), hf=None, model="m")
     with pytest.raises(UsageError, match="--rope and --factor together"):
         Settings(host="h", rope="dynamic")
+
+
+def test_only_the_two_endpoints_are_taken():
+    from longctx import cli
+
+    with pytest.raises((UsageError, SystemExit)):
+        cli.parse(Settings, ["--host", "h", "--endpoints", "soak"], "passkey_reach", "")
