@@ -17,7 +17,7 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-## LongLoRA's comparison in miniature (~30 min on 2 cores): benchmarks/results/replication.{md,png}
+## LongLoRA's comparison in miniature (about an hour: 58 min on one core of 2): benchmarks/results/replication.{md,png}
 replicate: setup
 	$(PY) benchmarks/replicate.py $(ARGS)
 

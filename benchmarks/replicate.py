@@ -8,7 +8,7 @@ and steps, and measure what the paper claims (Chen et al. 2024, Tables 1-2 and �
    go through `finetune train` and `finetune merge`; every row through `finetune eval` (full attention).
 3. Report: benchmarks/results/replication.md (table, claims, machine header) and replication.png.
 
-    python benchmarks/replicate.py            # the default setting, about 30 minutes on 2 cores
+    python benchmarks/replicate.py            # the default setting: about an hour (58 min on one core of 2)
     python benchmarks/replicate.py --quick    # a few minutes: checks the pipeline, numbers meaningless
 """
 
@@ -69,8 +69,8 @@ class Settings:
     """share of each pretraining batch that is recall drills (passkey prompts of random lengths with their
     answers, scored on the answers only), so that the base retrieves a passkey at 256 and extension can be
     judged on keeping it (0: text only)"""
-    steps: int = 20
-    """optimizer steps of every trained row (sequences of 1024 tokens)"""
+    steps: int = 1000
+    """optimizer steps of every trained row (sequences of 1024 tokens; the paper's 1000 steps)"""
     grad_accum: int = 1
     """sequences per optimizer step of every trained row"""
     lr: float = 1e-3
@@ -455,7 +455,8 @@ def report(s: Settings, quick: bool, base_stamp: dict, heldout: list[Path], resu
         f"{base_stamp['final_loss']:.3f}, in {base_stamp['seconds'] / 60:.1f} min. Every row extends it ×{FACTOR} "
         f"to {TARGET}; trained rows run `finetune train` ({s.steps} steps × {s.grad_accum} sequence(s) of {TARGET} "
         f"tokens from the same training works, lr {s.lr}, fp32, no gradient checkpointing), then `finetune merge`. "
-        f"Every row is measured by `finetune eval` with full attention on held-out works never trained on "
+        f"Every row is measured by `finetune eval` ({results['base']['eval']['dtype']}, its auto choice from the CPU "
+        f"flags) with full attention on held-out works never trained on "
         f"({', '.join(f.stem for f in heldout)}): perplexity over {s.eval_windows} windows per length, passkey "
         f"accuracy over 5 depth bins × {s.passkey_trials} trials. Untrained rows extend RoPE at load time "
         f"(`--rope linear|yarn --factor {FACTOR}`); the base row runs its RoPE unchanged past {CONTEXT}.",
