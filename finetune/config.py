@@ -33,8 +33,9 @@ class TrainConfig:
     """LongAlpaca-format JSON (list of {instruction, output[, input]}): supervised, loss on answers only"""
     out: Path = Path("runs/longctx")
     """run folder: run.json, metrics.jsonl, checkpoints/"""
-    rope: str = "linear"
-    """RoPE extension: linear (position interpolation, as LongLoRA), yarn or dynamic"""
+    rope: str = "yarn"
+    """RoPE extension: yarn (the default: the best trained and untrained rows measured here at x4,
+    benchmarks/results/default-extended.md), linear (position interpolation, as the LongLoRA paper) or dynamic"""
     mode: Mode = "longlora"
     """what trains: longlora (LoRA + embeddings + norms), lora (LoRA only) or full"""
     attention: Attention = "s2"

@@ -26,8 +26,8 @@ def test_rows_cell_by_cell(tmp_path, monkeypatch, capsys):
         (data / f"doc{i}.txt").write_text(text * 6)
     run = tmp_path / "run"
     subprocess.run([sys.executable, "-m", "finetune", "train", "--model", str(base), "--target-length", str(TARGET),
-                    "--data", str(data), "--out", str(run), "--max-steps", "2", "--warmup-steps", "1",
-                    "--save-every", "1", "--lr", "1e-3"], check=True, capture_output=True)
+                    "--data", str(data), "--out", str(run), "--rope", "linear", "--max-steps", "2",
+                    "--warmup-steps", "1", "--save-every", "1", "--lr", "1e-3"], check=True, capture_output=True)
     out = tmp_path / "results" / "extended.md"
     common = ["--runs", str(run), "--base", str(base), "--data", str(data), "--factor", str(FACTOR),
               "--ppl-lengths", "128", str(TARGET), "--max-windows", "1", "--retrieval-lengths", "300", "480",

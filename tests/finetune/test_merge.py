@@ -15,7 +15,7 @@ from finetune.checkpoint import checkpoint_at
 
 def trained_run(tiny_model, corpus, out, **kw):
     settings = dict(model=tiny_model, data=(corpus,), out=out, target_length=256, attention="full", max_steps=2,
-                    grad_accum=1, lr=1e-2, warmup_steps=0, gradient_checkpointing=False)
+                    rope="linear", grad_accum=1, lr=1e-2, warmup_steps=0, gradient_checkpointing=False)
     return train(TrainConfig(**{**settings, **kw}), log=lambda _: None)
 
 

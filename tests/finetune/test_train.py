@@ -17,7 +17,7 @@ def quiet(_):
 
 def run_cfg(tiny_model, corpus, out, **kw):
     settings = dict(model=tiny_model, data=(corpus,), out=out, target_length=128, attention="full", max_steps=3,
-                    grad_accum=1, lr=3e-3, warmup_steps=0, save_every=100, gradient_checkpointing=False,
+                    rope="linear", grad_accum=1, lr=3e-3, warmup_steps=0, save_every=100, gradient_checkpointing=False,
                     precision="fp32")  # the bf16 path has its own tests below
     return TrainConfig(**{**settings, **kw})
 
