@@ -40,7 +40,8 @@ LENGTHS = (256, 512, 1024)
 HELDOUT_WORKS = ("hamlet_gut.txt", "tempest_gut.txt", "winters_tale_gut.txt")
 EOS = "<|endoftext|>"
 IGNORE = -100  # label of a position the loss does not score
-DRILLS = "passkey prompts, one a row or packed at random lengths, answers scored"  # a base cached with other drills is rebuilt
+# the drills' recipe, in the base's stamp: a base cached with other drills is rebuilt
+DRILLS = "passkey prompts, one a row or packed at random lengths, answers scored"
 # Thresholds the claims are judged against; the paper gives none, so they are stated in the report.
 FEW_PERCENT = 0.05
 FAR_WORSE = 1.5
@@ -66,9 +67,9 @@ class Settings:
     pretrain_lr: float = 3e-3
     """peak learning rate of pretraining (warm-up, then cosine to a tenth)"""
     passkey_drill: float = 0.5
-    """share of each pretraining batch that is recall drills (passkey prompts of random lengths with their
-    answers, scored on the answers only), so that the base retrieves a passkey at 256 and extension can be
-    judged on keeping it (0: text only)"""
+    """share of each pretraining batch that is recall drills (passkey prompts filling the row or packed at
+    random lengths, with their answers, scored on the answers only), so that the base retrieves a passkey
+    at 256 and extension can be judged on keeping it (0: text only)"""
     steps: int = 1000
     """optimizer steps of every trained row (sequences of 1024 tokens; the paper's 1000 steps)"""
     grad_accum: int = 1
@@ -78,7 +79,7 @@ class Settings:
     eval_windows: int = 4
     """perplexity windows per length on the held-out works"""
     passkey_trials: int = 4
-    """passkey trials per length (256 and 1024) and depth bin (5 bins)"""
+    """passkey trials per length (256, 512 and 1024) and depth bin (5 bins)"""
     seed: int = 0
     """seed of pretraining, fine-tuning data order and passkeys"""
 
