@@ -1,7 +1,8 @@
 """Is a missed passkey the model's or the server's? The load test's passkey prompts, with needles at chosen
 depths (or the prompts of a load test's plan.json), answered greedily one at a time by a running server and
-by transformers (the reference implementation) on the served weights, with the RoPE the server runs. Where both miss with the same answer, the model cannot reach that
-far back and the check is measuring the model; where only the server misses, the server is broken.
+by transformers (the reference implementation) on the served weights, with the RoPE the server runs. Where
+both miss with the same answer, the model cannot reach that far back and the check is measuring the model;
+where only the server misses, the server is broken.
 
     python -m serve --port 8812 --enforce-eager          # the default model, default (latency) preset
     python benchmarks/passkey_reach.py --host http://127.0.0.1:8812 --bucket 8160 --depth-to 0.3 --trials 8
@@ -29,7 +30,7 @@ from loadtest.plan import corpus_text  # noqa: E402
 from loadtest.prompts import KEYS, build_prompt, filler_window, local_tokenizer, parse_bucket  # noqa: E402
 from loadtest.server import probe  # noqa: E402
 from longctx import cli, hardware  # noqa: E402
-from longctx.rope import Method  # noqa: E402
+from longctx.rope import Method, check_extension  # noqa: E402
 from longctx.passkey import first_number  # noqa: E402
 
 RESULTS = Path("benchmarks/results")
@@ -75,8 +76,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_positive(self, "trials", "max_tokens")
-        if (self.rope is None) != (self.factor is None):
-            raise cli.UsageError("give --rope and --factor together, as the server was started")
+        check_extension(self.rope, self.factor)  # as the server was started
         if not 0 <= self.depth_from <= self.depth_to <= 1:
             raise cli.UsageError("need 0 <= --depth-from <= --depth-to <= 1")
 
@@ -160,7 +160,8 @@ def write(rows: list[dict], args: Settings, model: str, dtype: str, length: int)
              "| endpoint | needle | depth | key: tokens before the end | server | transformers | same verdict and number |",
              "|---|---|---:|---:|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['endpoint']} | {r['kind']} | {r['depth']:.3f} | {r['distance']} | {'ok' if r['server_ok'] else 'miss'}: "
+        lines.append(f"| {r['endpoint']} | {r['kind']} | {r['depth']:.3f} | {r['distance']} | "
+                     f"{'ok' if r['server_ok'] else 'miss'}: "
                      f"`{r['server'].strip()[:36]!r}` | {'ok' if r['reference_ok'] else 'miss'}: "
                      f"`{r['reference'].strip()[:36]!r}` | {'yes' if r['agree'] else 'NO'} |")
     for endpoint in dict.fromkeys(r["endpoint"] for r in rows):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from longctx.cli import UsageError
-from longctx.rope import METHODS
+from longctx.rope import METHODS, check_extension
 
 Mode = Literal["longlora", "lora", "full"]
 Attention = Literal["s2", "full"]
@@ -157,14 +157,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.dtype not in get_args(EvalDtype):
             raise UsageError(f"unknown dtype {self.dtype!r}; use --dtype {'|'.join(get_args(EvalDtype))}")
-        if (self.rope is None) != (self.factor is None):
-            raise UsageError("give --rope and --factor together (e.g. --rope linear --factor 4)")
+        check_extension(self.rope, self.factor)
         if self.multikey_trials < 0 or not 2 <= self.multikey_keys <= 24:
             raise UsageError("--multikey-trials must be at least 0 and --multikey-keys between 2 and 24")
-        if self.rope is not None and self.rope not in METHODS:
-            raise UsageError(f"unknown RoPE method {self.rope!r}; use --rope {'|'.join(METHODS)}")
-        if self.factor is not None and self.factor <= 1:
-            raise UsageError("--factor must be above 1")
         if not self.lengths or min(self.lengths + self.passkey_lengths) < 2:
             raise UsageError("--lengths (and --passkey-lengths) must be token counts of at least 2")
         if self.stride < 1 or self.max_windows < 1 or self.passkey_depths < 1 or self.passkey_trials < 0:

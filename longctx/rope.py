@@ -34,6 +34,20 @@ class RopeConfigError(ValueError):
     """A checkpoint's RoPE configuration cannot serve or train what it claims. The message is one line."""
 
 
+def check_extension(rope: str | None, factor: float | None) -> None:
+    """Refuse, in one line naming the fix, a --rope/--factor pair that cannot extend a model: one without the
+    other, an unknown method, or a factor that does not extend (every CLI that takes the pair calls this)."""
+    from longctx.cli import UsageError
+
+    if (rope is None) != (factor is None):
+        raise UsageError("give --rope and --factor together or neither: they go together (e.g. --rope linear "
+                         "--factor 4)")
+    if rope is not None and rope not in METHODS:
+        raise UsageError(f"unknown RoPE method {rope!r}; use --rope {'|'.join(METHODS)}")
+    if factor is not None and factor <= 1:
+        raise UsageError(f"--factor must be above 1 (got {factor:g})")
+
+
 def rope_params_of(config: dict[str, Any]) -> dict[str, Any] | None:
     """The checkpoint's RoPE parameters in transformers-5 form (`rope_type`, `rope_theta`, ...), or None.
 

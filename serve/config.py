@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from longctx.rope import Method, check_extension
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -46,7 +48,7 @@ class ServeConfig:
     """KV-cache size in GiB (default: what 8 full-length sequences need, at most a quarter of free RAM)."""
     dtype: str | None = None
     """Weights' dtype (default: bfloat16 where the hardware runs it natively, else float32)."""
-    rope: Literal["linear", "yarn", "dynamic"] | None = None
+    rope: Method | None = None
     """Extend a base checkpoint at inference time: linear, yarn or dynamic (needs --factor)."""
     factor: float | None = None
     """Context extension factor for --rope (served length = original context x factor)."""
@@ -68,10 +70,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ValueError(f"unknown --profile {self.profile!r}; choose {' or '.join(PROFILES)}")
-        if (self.rope is None) != (self.factor is None):
-            raise ValueError("--rope and --factor go together, e.g. --rope linear --factor 2")
-        if self.factor is not None and self.factor <= 1:
-            raise ValueError(f"--factor must be above 1 (got {self.factor})")
+        check_extension(self.rope, self.factor)
         for name in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")

@@ -61,3 +61,10 @@ def test_next_token_loss_scores_the_next_label_and_skips_ignored():
     assert R.next_token_loss(logits, labels).item() == pytest.approx(60.0, rel=1e-3)
     labels = torch.tensor([[0, 2, R.IGNORE]])
     assert R.next_token_loss(logits, labels).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_batch_keeps_at_least_one_text_row():
+    R.Settings(passkey_drill=0.5, pretrain_batch=4)
+    for share in (1.0, 0.9, -0.5):  # 0.9 of 4 rows rounds to 4: no text left
+        with pytest.raises(ValueError, match="--passkey-drill"):
+            R.Settings(passkey_drill=share, pretrain_batch=4)

@@ -219,3 +219,15 @@ def test_longrope_is_linear_only_when_its_factors_are_the_factor():
     assert method_of(params) == "linear"
     assert method_of({**params, "short_factor": [2.0] * 48, "long_factor": [2.0] * 48}) == "longrope"  # factor 4
     assert method_of({**params, "attention_factor": 1.2}) == "longrope"
+
+
+def test_one_check_refuses_a_rope_factor_pair_that_cannot_extend():
+    from longctx.cli import UsageError
+    from longctx.rope import check_extension
+
+    check_extension(None, None)
+    check_extension("yarn", 4.0)
+    for rope, factor, message in ((None, 2.0, "--rope and --factor together"), ("linear", None, "go together"),
+                                  ("ntk", 2.0, "unknown RoPE method 'ntk'"), ("dynamic", 1.0, "above 1 \\(got 1\\)")):
+        with pytest.raises(UsageError, match=message):
+            check_extension(rope, factor)
