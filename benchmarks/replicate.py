@@ -476,7 +476,7 @@ def report(s: Settings, quick: bool, base_stamp: dict, heldout: list[Path], resu
         "",
         *table(results),
         "",
-        "![perplexity against length](replication.png)",
+        f"![perplexity against length]({out.with_suffix('.png').name})",
         "",
         "## Claims, from the numbers above",
         "",
