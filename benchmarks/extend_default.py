@@ -16,7 +16,10 @@ and the multi-key needle (RULER's MK-NIAH, the --data text as haystack) at --ret
 Every cell (row × length × measure) is cached under $LONGCTX_HOME/default-extended by the model's contents
 and the settings, and retrieval records are appended as they come, so the table fills in over several
 invocations (`--rows`, `--measure`) and an interrupted one resumes where it stopped. Each invocation
-rewrites benchmarks/results/default-extended.md (+ .json, .png) from every cell cached so far.
+rewrites benchmarks/results/default-extended.md (+ .json, .png) from every cell cached so far, and keeps
+the cells of the results file already there that this machine's cache lacks (a cache lives on one machine,
+the results file in the repository): rows of runs measured elsewhere stay, and a cell measured again here
+replaces the carried one, its earlier value listed beside it.
 
     finetune train --target-length 32768 --rope yarn --out runs/yarn-32k ...      # the trained rows
     python benchmarks/extend_default.py --data austen/ --runs runs/yarn-32k --rows unchanged yarn yarn-32k
@@ -38,7 +41,8 @@ from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import retrieval  # noqa: E402
-from benchmarks.common import PORT, REPO, digest, finetune, machine_header, start_server  # noqa: E402
+from benchmarks.common import PORT, REPO, digest, finetune, machine_header, machine_summary  # noqa: E402
+from benchmarks.common import start_server  # noqa: E402
 from benchmarks.common import check_positive  # noqa: E402
 from longctx import cli  # noqa: E402
 from longctx.home import atomic_dir, longctx_home  # noqa: E402
@@ -410,16 +414,86 @@ def caveats(results: dict[str, dict]) -> list[str]:
 def invocations(entries: list[dict]) -> list[str]:
     """The invocations that measured the cached cells (the header's command may only have reported)."""
     return [f"- {e['start']} – {e['end']} UTC{'' if e['finished'] else ' (stopped before the end)'}, load "
-            f"{' / '.join(map(str, e['load']))} at the end: `{e['command']}`" for e in entries]
+            f"{' / '.join(map(str, e['load']))} at the end{machine(e)}: `{e['command']}`" for e in entries]
 
 
-def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str], log: list[dict] = ()) -> None:
+def machine(entry: dict) -> str:
+    return f", on {entry['machine']}" if entry.get("machine") else ""
+
+
+# ---------------------------------------------------------------- cells carried from the results file
+
+# The settings that decide what a cell measured: cells of a results file written under others are not kept.
+CELL_SETTINGS = ("base", "factor", "data", "max_windows", "depth_bins", "trials", "multikey_trials", "keys", "seed")
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What a results file already holds: its rows and the lines of the invocations that measured them."""
+
+    results: dict[str, dict]
+    invocations: list[str]
+
+
+def carried(s: Settings, out: Path) -> Carried:
+    """The results file at `out` (its .json), if it was written under the same cell settings; lengths become
+    ints again. A file written before the JSON kept its invocations gives them from its .md, with the machine
+    its header names."""
+    path = out.with_suffix(".json")
+    if not path.is_file():
+        return Carried({}, [])
+    old = json.loads(path.read_text())
+    now = json.loads(json.dumps(dataclasses.asdict(s), default=str))
+    if differ := [f for f in CELL_SETTINGS if old["settings"].get(f) != now[f]]:
+        print(f"not keeping the cells of {path}: written with other {', '.join(differ)}", flush=True)
+        return Carried({}, [])
+    results = {key: {**r, **{f: {int(n): v for n, v in r[f].items()}
+                             for f in ("perplexity", "eval_seconds", "eval_dtype", "retrieval")}}
+               for key, r in old["results"].items()}
+    return Carried(results, old.get("invocations") or legacy_invocations(out))
+
+
+def legacy_invocations(out: Path) -> list[str]:
+    if not out.is_file():
+        return []
+    text = out.read_text()
+    header = dict(line[2:].split(": ", 1) for line in text.split("\n\n")[1].splitlines() if ": " in line)
+    flags, auto = header["CPU flags that choose the dtype"].split("; this machine's auto dtype: ")
+    cpu = ", ".join(header["machine"].split(", ")[:2])  # as machine_summary() names it
+    where = f", on {cpu}, {flags}, auto dtype {auto.split()[0]}"
+    section = text.split("Invocations that measured")[1].split("\n\n")[1].splitlines()
+    return [line.replace(" at the end: `", f" at the end{where}: `", 1) for line in section if line.startswith("- ")]
+
+
+def merge(here: dict[str, dict], before: Carried) -> tuple[dict[str, dict], list[str]]:
+    """This machine's cells over the carried ones, and a line for each perplexity cell measured on both."""
+    merged, again = {}, []
+    for key in [*here, *(k for k in before.results if k not in here)]:
+        new, old = here.get(key), before.results.get(key)
+        if new is None or old is None:
+            merged[key] = new or old
+            continue
+        for n in sorted(set(new["perplexity"]) & set(old["perplexity"])):
+            dtypes = (old["eval_dtype"].get(n), new["eval_dtype"][n])
+            again.append(f"- `{key}` ppl @{n}: {old['perplexity'][n]['perplexity']:.2f} in the results file before, "
+                         f"{new['perplexity'][n]['perplexity']:.2f} measured here ("
+                         + (f"{dtypes[1]} both times)" if dtypes[0] == dtypes[1]
+                            else f"{dtypes[0]} before, {dtypes[1]} here)"))
+        merged[key] = {**old, **new, **{f: {**old[f], **new[f]}
+                                        for f in ("perplexity", "eval_seconds", "eval_dtype", "retrieval")}}
+    return merged, again
+
+
+def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str], log: list[dict] = (),
+           before: Carried = Carried({}, [])) -> None:
     original = original_context(json.loads((s.base / "config.json").read_text()))
     title = f"{s.base.name}: {original} → {original * s.factor} tokens"
+    results, again = merge(results, before)
+    measured = [*before.invocations, *(line for line in invocations(list(log)) if line not in before.invocations)]
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(s, results, title, out.with_suffix(".png"))
-    out.with_suffix(".json").write_text(json.dumps({"settings": dataclasses.asdict(s), "results": results},
-                                                   indent=2, default=str) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"settings": dataclasses.asdict(s), "results": results,
+                                                    "invocations": measured}, indent=2, default=str) + "\n")
     data = ", ".join(shown(d) for d in s.data) if s.data else "the held-out tail of the default corpus"
     text = [f"# {title}: training-free RoPE scaling against trained runs", "", machine_header(argv), "",
             f"**Perplexity**: `finetune eval`, full attention, on {data}, {s.max_windows} window(s) per length. "
@@ -433,8 +507,11 @@ def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str], lo
             "What each measured cell cost (wall seconds on this machine, shared with other work; single-key "
             "prompts of one length share their filler up to the needle, so vLLM's prefix cache shortens the "
             "deeper ones, and a server start adds minutes per row):", "",
-            *timings(s, results), "", "Invocations that measured (cells are cached: each was measured once):", "",
-            *invocations(list(log)), "", "Retrieval answers at each row's longest measured length:", "",
+            *timings(s, results), "", "Invocations that measured (cells are cached: each was measured once; "
+            "cells measured on another machine are kept from the results file):", "", *measured, "",
+            *(["Measured again on this machine, against the value the results file held:", "", *again, ""]
+              if again else []),
+            "Retrieval answers at each row's longest measured length:", "",
             *answers(s, results), ""]
     out.write_text("\n".join(text))
     print(f"wrote {out}, {out.with_suffix('.png')} and {out.with_suffix('.json')}")
@@ -484,8 +561,9 @@ def extend(s: Settings, invocation: Invocation, argv: list[str] | None) -> None:
     finally:
         if measures:
             log_invocation(work, command, started, finished)
+    before = carried(s, out)
     results = {row.key: r for row in rows if (r := collect(row, s, work))["perplexity"] or r["retrieval"]}
-    report(s, results, out, command, read_invocations(work))
+    report(s, results, out, command, read_invocations(work), before)
     print(f"{(time.time() - started) / 60:.1f} min")
 
 
@@ -493,7 +571,7 @@ def log_invocation(work: Path, command: list[str], started: float, finished: boo
     """Append a measuring invocation (command, UTC start and end, load) to the log the report lists."""
     utc = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))  # noqa: E731
     entry = {"command": shlex.join(["python", *command]), "start": utc(started), "end": utc(time.time()),
-             "finished": finished, "load": [round(x, 1) for x in os.getloadavg()]}
+             "finished": finished, "load": [round(x, 1) for x in os.getloadavg()], "machine": machine_summary()}
     with (work / "invocations.jsonl").open("a") as f:
         f.write(json.dumps(entry) + "\n")
 

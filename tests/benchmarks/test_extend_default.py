@@ -2,6 +2,7 @@
 perplexity by `finetune eval` and retrieval through real vLLM servers, cell by cell, a report with every
 cached cell, and reruns that measure nothing twice."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,11 +13,11 @@ from benchmarks import extend_default
 from tests.conftest import free_port
 from tests.tiny import make_tiny_checkpoint, training_text
 
-pytestmark = pytest.mark.slow
 CONTEXT, FACTOR = 128, 4
 TARGET = CONTEXT * FACTOR
 
 
+@pytest.mark.slow
 def test_rows_cell_by_cell(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LONGCTX_HOME", str(tmp_path / "home"))
     base = make_tiny_checkpoint(tmp_path / "base", context=CONTEXT)
@@ -68,3 +69,74 @@ def test_rows_cell_by_cell(tmp_path, monkeypatch, capsys):
     assert "== " not in capsys.readouterr().out and "| base + yarn ×4, no training (`yarn`) |" in out.read_text()
     measured = out.read_text().split("Invocations that measured")[1].split("\n\n")[1].splitlines()
     assert len(measured) == 3 and "--measure ppl" in measured[0] and "--measure retrieval" in measured[1]
+
+
+def cell_row(ppl: dict[int, float], retrieval: dict[int, list] | None = None, **extra) -> dict:
+    return {"label": "a row", "perplexity": {n: {"perplexity": p} for n, p in ppl.items()},
+            "eval_seconds": {n: 1.0 for n in ppl}, "eval_dtype": {n: "float32" for n in ppl},
+            "retrieval": retrieval or {}, **extra}
+
+
+def written(s, out, results: dict, invocations: list[str] | None = None) -> None:
+    """A results file as `report` writes it (JSON turns the lengths into strings)."""
+    data = {"settings": dataclasses.asdict(s), "results": results}
+    if invocations is not None:
+        data["invocations"] = invocations
+    out.with_suffix(".json").write_text(json.dumps(data, default=str))
+
+
+def test_cells_of_the_results_file_stay_and_cells_measured_here_replace_them(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"max_position_embeddings": CONTEXT}))
+    s = extend_default.Settings(base=base, factor=FACTOR, ppl_lengths=(128, 512), retrieval_lengths=(300,))
+    out = tmp_path / "extended.md"
+    run = {"steps": 3, "tokens": 3e6, "train_hours": 1.5, "dtype": "bfloat16"}
+    answer = {"kind": "single", "index": 0, "correct": True, "seconds": 2.0, "depth": 0.5, "key": 7, "answer": "7."}
+    elsewhere = {"dynamic": cell_row({128: 40.0}, {300: [answer]}), "run": cell_row({512: 30.0}, run=run)}
+    written(s, out, elsewhere, ["- an invocation elsewhere"])
+
+    here = {"dynamic": cell_row({128: 41.0, 512: 45.0}), "yarn": cell_row({128: 50.0})}
+    extend_default.report(s, here, out, ["extend_default.py"], [], extend_default.carried(s, out))
+
+    rows = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert list(rows) == ["dynamic", "yarn", "run"]  # rows measured here first, then the carried ones
+    assert {n: p["perplexity"] for n, p in rows["dynamic"]["perplexity"].items()} == {"128": 41.0, "512": 45.0}
+    assert rows["dynamic"]["retrieval"]["300"] == [answer]  # not measured here: carried
+    assert rows["run"]["run"] == run and rows["run"]["perplexity"]["512"]["perplexity"] == 30.0
+    text = out.read_text()
+    assert "- an invocation elsewhere" in text
+    assert "- `dynamic` ppl @128: 40.00 in the results file before, 41.00 measured here (float32 both times)" in text
+    assert "| a row (`run`) | — | 30.00 | — | — | 3 steps, 3.00 M tokens, 1.50 h, bfloat16 |" in text
+
+    # carried again by the next report: nothing is lost or counted twice
+    extend_default.report(s, {}, out, ["extend_default.py"], [], extend_default.carried(s, out))
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert again["results"] == rows and again["invocations"] == ["- an invocation elsewhere"]
+
+
+def test_cells_measured_under_other_settings_are_not_kept(tmp_path, capsys):
+    s = extend_default.Settings(base=tmp_path, factor=FACTOR)
+    out = tmp_path / "extended.md"
+    written(s, out, {"dynamic": cell_row({128: 40.0})}, [])
+    assert extend_default.carried(s, out).results["dynamic"]["perplexity"][128] == {"perplexity": 40.0}
+    other = dataclasses.replace(s, factor=2)
+    assert extend_default.carried(other, out) == extend_default.Carried({}, [])
+    assert "written with other factor" in capsys.readouterr().out
+    assert extend_default.carried(s, tmp_path / "none.md") == extend_default.Carried({}, [])
+
+
+def test_a_results_file_from_before_gives_its_invocations_with_its_machine(tmp_path):
+    s = extend_default.Settings(base=tmp_path, factor=FACTOR)
+    out = tmp_path / "extended.md"
+    written(s, out, {})
+    out.write_text("# title\n\n- date: 2026-11-30T07:21:29\n"
+                   "- machine: AMD EPYC, 2 cores, 24 GiB RAM, Linux-6.18-x86_64-with-glibc2.36\n"
+                   "- CPU flags that choose the dtype: avx2 avx512f avx512_bf16; this machine's auto dtype: bfloat16 "
+                   "(chosen by cpu flags), which serve, train and eval use\n\ntable\n\n"
+                   "Invocations that measured (cells are cached: each was measured once):\n\n"
+                   "- 2026-11-29 17:27:27 – 2026-11-29 17:38:44 UTC, load 1.0 / 2.0 / 3.0 at the end: `python x.py`\n"
+                   "\nRetrieval answers\n")
+    assert extend_default.carried(s, out).invocations == [
+        "- 2026-11-29 17:27:27 – 2026-11-29 17:38:44 UTC, load 1.0 / 2.0 / 3.0 at the end, on AMD EPYC, 2 cores, "
+        "avx2 avx512f avx512_bf16, auto dtype bfloat16: `python x.py`"]
