@@ -364,7 +364,7 @@ def plot(s: Settings, results: dict[str, dict], title: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 4.5))
     for i, (key, r) in enumerate(results.items()):
         colour = f"C{i}"
         ns = [n for n in s.ppl_lengths if n in r["perplexity"]]
@@ -381,8 +381,10 @@ def plot(s: Settings, results: dict[str, dict], title: str, path: Path) -> None:
         axis.set_xticks(lengths, [str(n) for n in lengths])
         axis.minorticks_off()
         axis.set_xlabel("context length (tokens)")
-        if axis.get_lines():
-            axis.legend(fontsize=7)
+    if ax.get_lines():
+        ax.legend(fontsize=7)
+    if bx.get_lines():  # beside the axes: accuracies sit at 0 and 1, where a legend inside would cover them
+        bx.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
