@@ -468,12 +468,18 @@ def legacy_invocations(out: Path) -> list[str]:
 
 
 def merge(here: dict[str, dict], before: Carried) -> tuple[dict[str, dict], list[str]]:
-    """This machine's cells over the carried ones, and a line for each perplexity cell measured on both."""
+    """This machine's cells over the carried ones (of the same model), and a line for each perplexity cell
+    measured on both."""
     merged, again = {}, []
     for key in [*here, *(k for k in before.results if k not in here)]:
         new, old = here.get(key), before.results.get(key)
         if new is None or old is None:
             merged[key] = new or old
+            continue
+        if identity(new) != identity(old):
+            again.append(f"- `{key}`: the results file's cells were of another checkpoint (other flags, or a run "
+                         f"with other settings or losses); only the cells measured here are kept")
+            merged[key] = new
             continue
         for n in sorted(set(new["perplexity"]) & set(old["perplexity"])):
             dtypes = (old["eval_dtype"].get(n), new["eval_dtype"][n])
@@ -484,6 +490,13 @@ def merge(here: dict[str, dict], before: Carried) -> tuple[dict[str, dict], list
         merged[key] = {**old, **new, **{f: {**old[f], **new[f]}
                                         for f in ("perplexity", "eval_seconds", "eval_dtype", "retrieval")}}
     return merged, again
+
+
+def identity(row: dict) -> list:
+    """What makes two rows of one name the same model: the flags they were loaded with and, for a trained row,
+    the run's settings and its loss at every step (a run trained again the same way has them all equal)."""
+    run = row.get("run") or {}
+    return [row.get("eval_flags"), row.get("serve_flags"), run.get("settings"), run.get("losses")]
 
 
 def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str], log: list[dict] = (),

@@ -115,6 +115,29 @@ def test_cells_of_the_results_file_stay_and_cells_measured_here_replace_them(tmp
     assert again["results"] == rows and again["invocations"] == ["- an invocation elsewhere"]
 
 
+def test_cells_of_another_checkpoint_of_the_same_name_are_not_mixed_in(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"max_position_embeddings": CONTEXT}))
+    s = extend_default.Settings(base=base, factor=FACTOR, ppl_lengths=(128, 512), retrieval_lengths=(300,))
+    out = tmp_path / "extended.md"
+    run = {"settings": {"lr": 5e-5}, "losses": [3.0, 2.9], "steps": 2, "tokens": 2e6, "train_hours": 1.0,
+           "dtype": "bfloat16"}
+    written(s, out, {"run": cell_row({128: 40.0, 512: 30.0}, run=run)}, [])
+    again = {**run, "train_hours": 2.0}  # the same run, trained again on a slower machine: kept
+    retrained = {**run, "settings": {"lr": 1e-4}, "losses": [3.0, 2.5]}  # another run of the same name
+
+    extend_default.report(s, {"run": cell_row({128: 41.0}, run=again)}, out, ["x"], [], extend_default.carried(s, out))
+    rows = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert {n: p["perplexity"] for n, p in rows["run"]["perplexity"].items()} == {"128": 41.0, "512": 30.0}
+
+    extend_default.report(s, {"run": cell_row({128: 39.0}, run=retrained)}, out, ["x"], [],
+                          extend_default.carried(s, out))
+    rows = json.loads(out.with_suffix(".json").read_text())["results"]
+    assert {n: p["perplexity"] for n, p in rows["run"]["perplexity"].items()} == {"128": 39.0}
+    assert "`run`: the results file's cells were of another checkpoint" in out.read_text()
+
+
 def test_cells_measured_under_other_settings_are_not_kept(tmp_path, capsys):
     s = extend_default.Settings(base=tmp_path, factor=FACTOR)
     out = tmp_path / "extended.md"
