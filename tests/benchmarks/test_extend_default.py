@@ -85,12 +85,17 @@ def written(s, out, results: dict, invocations: list[str] | None = None) -> None
     out.with_suffix(".json").write_text(json.dumps(data, default=str))
 
 
-def test_cells_of_the_results_file_stay_and_cells_measured_here_replace_them(tmp_path):
+def reported(tmp_path):
+    """Settings whose report needs only a base's config.json, and where that report goes."""
     base = tmp_path / "base"
     base.mkdir()
     (base / "config.json").write_text(json.dumps({"max_position_embeddings": CONTEXT}))
     s = extend_default.Settings(base=base, factor=FACTOR, ppl_lengths=(128, 512), retrieval_lengths=(300,))
-    out = tmp_path / "extended.md"
+    return s, tmp_path / "extended.md"
+
+
+def test_cells_of_the_results_file_stay_and_cells_measured_here_replace_them(tmp_path):
+    s, out = reported(tmp_path)
     run = {"steps": 3, "tokens": 3e6, "train_hours": 1.5, "dtype": "bfloat16"}
     answer = {"kind": "single", "index": 0, "correct": True, "seconds": 2.0, "depth": 0.5, "key": 7, "answer": "7."}
     elsewhere = {"dynamic": cell_row({128: 40.0}, {300: [answer]}), "run": cell_row({512: 30.0}, run=run)}
@@ -116,11 +121,7 @@ def test_cells_of_the_results_file_stay_and_cells_measured_here_replace_them(tmp
 
 
 def test_cells_of_another_checkpoint_of_the_same_name_are_not_mixed_in(tmp_path):
-    base = tmp_path / "base"
-    base.mkdir()
-    (base / "config.json").write_text(json.dumps({"max_position_embeddings": CONTEXT}))
-    s = extend_default.Settings(base=base, factor=FACTOR, ppl_lengths=(128, 512), retrieval_lengths=(300,))
-    out = tmp_path / "extended.md"
+    s, out = reported(tmp_path)
     run = {"settings": {"lr": 5e-5}, "losses": [3.0, 2.9], "steps": 2, "tokens": 2e6, "train_hours": 1.0,
            "dtype": "bfloat16"}
     written(s, out, {"run": cell_row({128: 40.0, 512: 30.0}, run=run)}, [])
