@@ -73,6 +73,9 @@ class TrainConfig:
     pose_window: int = 0
     """PoSE (arXiv 2309.10400): train in windows of this many tokens whose position ids skip to span
     --target-length (finetune/pose.py); 0: off, blocks of --target-length consecutive positions"""
+    drills: float = 0.0
+    """share of micro-batches that are retrieval drills: notes of one form ("the number for <name> is <k>") in the
+    text, then a question naming one, only its answer scored (finetune/drills.py); 0: off"""
 
     def __post_init__(self) -> None:
         if self.rope not in METHODS:
@@ -96,6 +99,10 @@ class TrainConfig:
             raise UsageError("--lr must be positive, --warmup-steps and --max-grad-norm non-negative")
         if self.pose_window and not 1 < self.pose_window < self.target_length:
             raise UsageError("--pose-window must be 0 (off) or between 2 and --target-length (exclusive)")
+        if not 0 <= self.drills < 1:
+            raise UsageError("--drills is the share of micro-batches that are drills, from 0 (off) to below 1")
+        if self.drills and self.sft:
+            raise UsageError("--drills writes notes into --data's text windows; it does not apply to --sft")
         if self.pose_window and self.sft:
             raise UsageError("--pose-window packs --data into windows; it does not apply to --sft")
 

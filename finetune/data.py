@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from finetune.config import UsageError
+from finetune.drills import Drills
 from longctx.home import atomic_dir, longctx_home
 
 IGNORE = -100  # label value the HF loss skips
@@ -205,12 +206,13 @@ class Stream:
 
     `consumed` counts samples taken by all processes together; rank r of w takes its slice of each
     global micro-batch, so the data order does not depend on how the run was split or interrupted.
-    `positions(k)`, when given, adds position_ids to the sample at global position k (PoSE)."""
+    `positions(k)`, when given, adds position_ids to the sample at global position k (PoSE); `drills`, when
+    given, turns the chosen global micro-batches into retrieval drills (finetune/drills.py)."""
 
     def __init__(self, samples: list, batch_size: int, seed: int, pad_id: int, rank: int = 0, world: int = 1,
-                 positions: Callable[[int], torch.Tensor] | None = None):
+                 positions: Callable[[int], torch.Tensor] | None = None, drills: Drills | None = None):
         self.samples, self.batch_size, self.seed, self.pad_id = samples, batch_size, seed, pad_id
-        self.rank, self.world, self.consumed, self.positions = rank, world, 0, positions
+        self.rank, self.world, self.consumed, self.positions, self.drills = rank, world, 0, positions, drills
         self._epoch: tuple[int, torch.Tensor | None] = (-1, None)  # (epoch, its order), computed once
 
     def index(self, k: int) -> int:
@@ -227,9 +229,16 @@ class Stream:
         self.consumed += self.batch_size * self.world
         return collate(batch, self.pad_id)
 
+    def drilling(self) -> bool:
+        """Whether the next micro-batch is a retrieval drill (on every process alike)."""
+        return self.drills is not None and self.drills.chosen(self.consumed // (self.batch_size * self.world))
+
     def sample(self, k: int) -> dict[str, torch.Tensor]:
-        """The sample at global position k, with its position ids when the stream draws them."""
+        """The sample at global position k, drilled when its micro-batch is a drill, with its position ids
+        when the stream draws them."""
         sample = self.samples[self.index(k)]
+        if self.drills is not None:
+            sample = self.drills(*divmod(k, self.batch_size * self.world), sample)
         return sample if self.positions is None else {**sample, "position_ids": self.positions(k)}
 
     def state_dict(self) -> dict[str, int]:

@@ -13,6 +13,7 @@ from finetune import checkpoint, distributed, pose
 from longctx import hardware
 from finetune.config import TrainConfig, UsageError
 from finetune.data import Dataset, Stream, collate, pretraining_data, sft_data
+from finetune.drills import Drills
 from finetune.lora import apply_mode, load_adapter, trainable_count
 from finetune.loss import causal_lm_loss
 from finetune.model import extended_config, load_extended, load_tokenizer
@@ -47,7 +48,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     loss_of = lambda batch: causal_lm_loss(model, batch, chunk, head)  # noqa: E731
     # PoSE: each window's position ids skip to span the target, drawn per sample from (seed, data position).
     positions = pose.sampler(cfg.pose_window, cfg.target_length, cfg.seed) if cfg.pose_window else None
-    stream = Stream(data.train, cfg.batch_size, cfg.seed, tokenizer.pad_token_id, d.rank, d.world, positions)
+    # Retrieval drills: whole micro-batches, drawn per (seed, micro-batch), of notes in the text and a question.
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    drills = Drills(encode, cfg.drills, cfg.seed) if cfg.drills else None
+    stream = Stream(data.train, cfg.batch_size, cfg.seed, tokenizer.pad_token_id, d.rank, d.world, positions,
+                    drills)
     step = restore(resume_from, model, optimizer, scheduler, stream) if resume_from else 0
     if d.main and resume_from:
         checkpoint.trim_metrics(run, step)
@@ -60,14 +65,17 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     with tqdm(total=cfg.max_steps, initial=step, disable=not d.main, unit="step", dynamic_ncols=True) as bar:
         model.train()
         while step < cfg.max_steps:
-            started, loss_sum, tokens = time.time(), 0.0, 0
+            started, loss_sum, tokens, drill_losses = time.time(), 0.0, 0, []
             for _ in range(cfg.grad_accum):
+                drilling = stream.drilling()
                 batch = {k: v.to(d.device) for k, v in stream.next().items()}
                 with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
                     # mean loss of this micro-batch, scaled so the accumulated gradient is the step's mean
                     loss = loss_of(batch) / cfg.grad_accum
                 loss.backward()  # DDP all-reduces every micro-batch: simpler than no_sync, same gradient
                 loss_sum += loss.item()
+                if drilling:  # its loss is the answers' alone: logged apart from the text's
+                    drill_losses.append(loss.item() * cfg.grad_accum)
                 tokens += int(batch["attention_mask"].sum())
             grad_norm = clip(params, cfg.max_grad_norm)
             optimizer.step()
@@ -79,7 +87,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             record = {"step": step, "loss": distributed.mean(loss_sum, d), "lr": scheduler.get_last_lr()[0],
                       "grad_norm": grad_norm, "tokens_per_s": distributed.mean(tokens, d) * d.world / seconds,
                       "seconds": seconds}
-            bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            if drill_losses:  # every process drills the same micro-batches; `loss` is over all of them
+                record.update(drills=len(drill_losses), drill_loss=distributed.mean(sum(drill_losses), d) /
+                              len(drill_losses))
+            shown = {"drill": f"{record['drill_loss']:.3f}"} if drill_losses else {}
+            bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}", **shown)
             bar.update(1)
             saving = step % cfg.save_every == 0 or step == cfg.max_steps
             if saving:
