@@ -494,9 +494,18 @@ def merge(here: dict[str, dict], before: Carried) -> tuple[dict[str, dict], list
 
 def identity(row: dict) -> list:
     """What makes two rows of one name the same model: the flags they were loaded with and, for a trained row,
-    the run's settings and its loss at every step (a run trained again the same way has them all equal)."""
+    the run's settings and its loss at every step (a run trained again the same way has them all equal).
+    Settings that do not change the math (where the run was written, how often it saved, whether it was
+    resumed) are left out, and a setting added to `finetune train` since is taken at its default."""
+    from finetune.checkpoint import RESUMABLE_CHANGES, settings
+    from finetune.config import TrainConfig
+
     run = row.get("run") or {}
-    return [row.get("eval_flags"), row.get("serve_flags"), run.get("settings"), run.get("losses")]
+    ran = run.get("settings")
+    if ran is not None:
+        bookkeeping = {*RESUMABLE_CHANGES, "out"} - {"max_steps"}
+        ran = {k: v for k, v in {**settings(TrainConfig()), **ran}.items() if k not in bookkeeping}
+    return [row.get("eval_flags"), row.get("serve_flags"), ran, run.get("losses")]
 
 
 def report(s: Settings, results: dict[str, dict], out: Path, argv: list[str], log: list[dict] = (),

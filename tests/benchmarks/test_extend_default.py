@@ -125,7 +125,10 @@ def test_cells_of_another_checkpoint_of_the_same_name_are_not_mixed_in(tmp_path)
     run = {"settings": {"lr": 5e-5}, "losses": [3.0, 2.9], "steps": 2, "tokens": 2e6, "train_hours": 1.0,
            "dtype": "bfloat16"}
     written(s, out, {"run": cell_row({128: 40.0, 512: 30.0}, run=run)}, [])
-    again = {**run, "train_hours": 2.0}  # the same run, trained again on a slower machine: kept
+    # the same run, trained again on a slower machine, in another folder, resumed once, by a finetune that has
+    # a setting more (at its default): kept
+    again = {**run, "train_hours": 2.0, "settings": {"lr": 5e-5, "out": "/elsewhere", "resume": True,
+                                                     "save_every": 5, "drills": 0.0}}
     retrained = {**run, "settings": {"lr": 1e-4}, "losses": [3.0, 2.5]}  # another run of the same name
 
     extend_default.report(s, {"run": cell_row({128: 41.0}, run=again)}, out, ["x"], [], extend_default.carried(s, out))
