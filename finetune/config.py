@@ -75,7 +75,9 @@ class TrainConfig:
     --target-length (finetune/pose.py); 0: off, blocks of --target-length consecutive positions"""
     drills: float = 0.0
     """share of micro-batches that are retrieval drills: notes of one form ("the number for <name> is <k>") in the
-    text, then a question naming one, only its answer scored (finetune/drills.py); 0: off"""
+    text, then a question naming one, only its answer scored, under full attention (finetune/drills.py); 0: off"""
+    drill_window: int = 0
+    """tokens of a drill (its position ids skip to span --target-length, as PoSE's); 0: the text windows' length"""
 
     def __post_init__(self) -> None:
         if self.rope not in METHODS:
@@ -101,6 +103,9 @@ class TrainConfig:
             raise UsageError("--pose-window must be 0 (off) or between 2 and --target-length (exclusive)")
         if not 0 <= self.drills < 1:
             raise UsageError("--drills is the share of micro-batches that are drills, from 0 (off) to below 1")
+        if self.drill_window and not 64 <= self.drill_window <= (self.pose_window or self.target_length):
+            raise UsageError("--drill-window must be 0 (the training windows' length) or from 64 tokens up to "
+                             "that length (--pose-window, or --target-length without it)")
         if self.drills and self.sft:
             raise UsageError("--drills writes notes into --data's text windows; it does not apply to --sft")
         if self.pose_window and self.sft:

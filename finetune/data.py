@@ -237,8 +237,9 @@ class Stream:
         """The sample at global position k, drilled when its micro-batch is a drill, with its position ids
         when the stream draws them."""
         sample = self.samples[self.index(k)]
-        if self.drills is not None:
-            sample = self.drills(*divmod(k, self.batch_size * self.world), sample)
+        m, row = divmod(k, self.batch_size * self.world)  # global micro-batch, row in it
+        if self.drills is not None and self.drills.chosen(m):
+            return self.drills(m, row, sample)  # with its own window and position ids
         return sample if self.positions is None else {**sample, "position_ids": self.positions(k)}
 
     def state_dict(self) -> dict[str, int]:

@@ -14,7 +14,13 @@ measure whether the skill transfers to another phrasing, not whether the model l
 
 A whole micro-batch is a drill or text, drawn from (seed, micro-batch index): each micro-batch's loss is its
 own mean, so a drill's few scored tokens are not drowned by a text row's thousands, and a resumed or
-data-parallel run drills exactly the same micro-batches."""
+data-parallel run drills exactly the same micro-batches.
+
+A drill runs with full attention (`s2attn.full_attention`): under S²-Attn the question at the window's end
+would see only its own quarter of it, and a note elsewhere would be out of reach. Full attention costs more
+at length (2.3x an S² step at 8k on this project's CPU, benchmarks/results/efficiency-bf16-8k-full.md), so a
+drill may be shorter than the text windows (`--drill-window`): its position ids skip the way PoSE's do
+(finetune/pose.py), so its distances still reach the target length."""
 
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from typing import Callable
 
 import torch
 
+from finetune import pose
 from finetune.passkey import NAMES as EVAL_NAMES
 
 IGNORE = -100  # label value the loss skips
@@ -89,15 +96,19 @@ class Drills:
     share: float
     """probability that a micro-batch is a drill"""
     seed: int
+    window: int
+    """tokens of a drill: the first `window` tokens of the text sample it is made of"""
+    target: int
+    """the context trained for: a drill's position ids skip, as PoSE's do, so the question's distance to a
+    note in the first chunk reaches up to target - 1 (consecutive when window == target)"""
 
     def chosen(self, m: int) -> bool:
         """Whether global micro-batch m is a drill."""
-        return draw(self.seed, m).random() < self.share
+        return self.share > 0 and draw(self.seed, m).random() < self.share
 
     def __call__(self, m: int, row: int, sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Row `row` of global micro-batch m: the text sample, or the drill made of it."""
-        if not self.chosen(m):
-            return sample
+        """The drill that row `row` of global micro-batch m makes of its text sample: input_ids, labels and
+        position_ids, each (window,)."""
         rng = draw(self.seed, m, row)  # each row of a micro-batch its own notes
         n = rng.randint(1, MAX_KEYS)
         names, keys = rng.sample(NAMES, n), rng.sample(range(KEYS[0], KEYS[1] + 1), n)
@@ -105,6 +116,9 @@ class Drills:
         notes = [self.encode(NOTE.format(name=name, key=key)) for name, key in zip(names, keys)]
         question = self.encode(QUESTION.format(name=names[asked]))
         answer = self.encode(ANSWER.format(key=keys[asked]))
-        room = len(sample["input_ids"]) - len(question) - len(answer)
-        spots = spread(room, [len(note) for note in notes], rng)
-        return {**sample, **drill(sample["input_ids"], notes, spots, question, answer)}
+        spots = spread(self.window - len(question) - len(answer), [len(note) for note in notes], rng)
+        text = sample["input_ids"][: self.window]  # (window,)
+        if len(text) < self.window:
+            raise ValueError(f"a drill takes {self.window} tokens of text; this sample has {len(text)}")
+        positions = pose.skipped_positions(self.window, self.target, torch.Generator().manual_seed(rng.getrandbits(32)))
+        return {**drill(text, notes, spots, question, answer), "position_ids": positions}

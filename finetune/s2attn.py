@@ -12,6 +12,7 @@ and they import it lazily.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 
@@ -254,3 +255,17 @@ def remove_s2attn(model: nn.Module) -> list[nn.Module]:
         model.set_attn_implementation(previous)
         delattr(model, _PREVIOUS_ATTR)
     return modules
+
+
+@contextlib.contextmanager
+def full_attention(model: nn.Module):
+    """Full attention inside, S²-Attn again after: for a micro-batch whose last tokens must see its first ones
+    (a retrieval drill). Keep its backward inside too: gradient checkpointing recomputes the forward there."""
+    marked = [(m, getattr(m, _RATIO_ATTR)) for m in _attention_modules(model) if hasattr(m, _RATIO_ATTR)]
+    for module, _ in marked:
+        setattr(module, _RATIO_ATTR, None)
+    try:
+        yield
+    finally:
+        for module, ratio in marked:
+            setattr(module, _RATIO_ATTR, ratio)

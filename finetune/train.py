@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Callable
@@ -50,7 +51,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     positions = pose.sampler(cfg.pose_window, cfg.target_length, cfg.seed) if cfg.pose_window else None
     # Retrieval drills: whole micro-batches, drawn per (seed, micro-batch), of notes in the text and a question.
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    drills = Drills(encode, cfg.drills, cfg.seed) if cfg.drills else None
+    drill_window = cfg.drill_window or cfg.pose_window or cfg.target_length
+    drills = Drills(encode, cfg.drills, cfg.seed, drill_window, cfg.target_length) if cfg.drills else None
+    # a drill's question must see its whole window: full attention, backward included (it recomputes the forward)
+    full_attention = lambda model: contextlib.nullcontext()  # noqa: E731
+    if drills and cfg.attention == "s2":
+        from finetune.s2attn import full_attention
     stream = Stream(data.train, cfg.batch_size, cfg.seed, tokenizer.pad_token_id, d.rank, d.world, positions,
                     drills)
     step = restore(resume_from, model, optimizer, scheduler, stream) if resume_from else 0
@@ -69,10 +75,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
             for _ in range(cfg.grad_accum):
                 drilling = stream.drilling()
                 batch = {k: v.to(d.device) for k, v in stream.next().items()}
-                with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    # mean loss of this micro-batch, scaled so the accumulated gradient is the step's mean
-                    loss = loss_of(batch) / cfg.grad_accum
-                loss.backward()  # DDP all-reduces every micro-batch: simpler than no_sync, same gradient
+                with full_attention(model) if drilling else contextlib.nullcontext():
+                    with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
+                        # mean loss of this micro-batch, scaled so the accumulated gradient is the step's mean
+                        loss = loss_of(batch) / cfg.grad_accum
+                    loss.backward()  # DDP all-reduces every micro-batch: simpler than no_sync, same gradient
                 loss_sum += loss.item()
                 if drilling:  # its loss is the answers' alone: logged apart from the text's
                     drill_losses.append(loss.item() * cfg.grad_accum)

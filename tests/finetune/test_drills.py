@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from finetune import drills, pose
+from finetune import drills, pose, s2attn
 from finetune.config import TrainConfig, UsageError
 from finetune.data import IGNORE, Stream
 from finetune.drills import Drills
@@ -54,11 +54,11 @@ def test_a_drill_asks_for_one_of_its_notes_and_answers_with_that_notes_key(encod
     encode, tokenizer = encode
     text = {"input_ids": torch.tensor(encode("The quick brown fox jumps over the lazy dog. " * 40)[:400])}
     text["labels"] = text["input_ids"]
-    every = Drills(encode, 0.999, seed=3)
-    counts = set()
+    make = Drills(encode, 0.5, seed=3, window=300, target=1200)
+    counts, skips = set(), []
     for m in range(40):
-        out = every(m, 0, text)
-        assert out["input_ids"].shape == text["input_ids"].shape
+        out = make(m, 0, text)
+        assert {k: v.shape for k, v in out.items()} == {k: (300,) for k in ("input_ids", "labels", "position_ids")}
         prompt = tokenizer.decode(out["input_ids"][out["labels"] == IGNORE])
         answer = tokenizer.decode(out["labels"][out["labels"] != IGNORE])
         notes = dict(re.findall(r"Note: the number for (\w+) is (\d+)\.", prompt))
@@ -66,31 +66,39 @@ def test_a_drill_asks_for_one_of_its_notes_and_answers_with_that_notes_key(encod
         assert answer == f" {notes[asked]}." and len(set(notes.values())) == len(notes)
         assert prompt.count("Note:") == len(notes) and not {n.lower() for n in notes} & set(EVAL_NAMES)
         counts.add(len(notes))
-        assert torch.equal(out["input_ids"], every(m, 0, text)["input_ids"])  # a pure function of (seed, m, row)
-    assert counts == set(range(1, drills.MAX_KEYS + 1))
-    assert not torch.equal(every(0, 0, text)["input_ids"], every(0, 1, text)["input_ids"])  # rows differ
+        positions = out["position_ids"]
+        assert (positions.diff() > 0).all() and positions[0] == 0 and positions[-1] < 1200
+        skips.append(int(positions[-1]) - 299)
+        assert all(torch.equal(v, make(m, 0, text)[k]) for k, v in out.items())  # a pure function of (seed, m, row)
+    assert counts == set(range(1, drills.MAX_KEYS + 1)) and max(skips) > 600  # distances far beyond the window
+    assert not torch.equal(make(0, 0, text)["input_ids"], make(0, 1, text)["input_ids"])  # rows differ
+    assert torch.equal(Drills(encode, 0.5, 3, 400, 400)(0, 0, text)["position_ids"], torch.arange(400))
+    with pytest.raises(ValueError, match="takes 500 tokens"):
+        Drills(encode, 0.5, 3, 500, 1200)(0, 0, text)
 
 
 def test_the_share_of_drill_micro_batches(encode):
-    chosen = [Drills(encode[0], 0.25, seed=0).chosen(m) for m in range(4000)]
+    chosen = [Drills(encode[0], 0.25, 0, 300, 300).chosen(m) for m in range(4000)]
     assert 0.22 < sum(chosen) / len(chosen) < 0.28
-    assert chosen != [Drills(encode[0], 0.25, seed=1).chosen(m) for m in range(4000)]
+    assert chosen != [Drills(encode[0], 0.25, 1, 300, 300).chosen(m) for m in range(4000)]
+    assert not any(Drills(encode[0], 0.0, 0, 300, 300).chosen(m) for m in range(100))
 
 
 def test_the_stream_drills_whole_micro_batches_alike_resumed_and_split_over_ranks(encode):
     text = encode[0]("The quick brown fox jumps over the lazy dog. " * 40)
     samples = [{"input_ids": torch.tensor(text[i:i + 300]), "labels": torch.tensor(text[i:i + 300])} for i in range(6)]
-    made = lambda **kw: Stream(samples, 2, 7, 0, drills=Drills(encode[0], 0.5, 7), **kw)  # noqa: E731
+    made = lambda **kw: Stream(samples, 2, 7, 0, drills=Drills(encode[0], 0.5, 7, 150, 1200), **kw)  # noqa: E731
     whole = made(positions=pose.sampler(300, 1200, 7))
     flags, batches = zip(*[(whole.drilling(), whole.next()) for _ in range(12)])
     assert 2 <= sum(flags) <= 10
     for flag, batch in zip(flags, batches):
         scored = (batch["labels"] != IGNORE).sum(dim=1)  # (2,)
         assert (scored < 10).all() if flag else (scored == 300).all()
+        assert batch["position_ids"].shape == (2, 150 if flag else 300) and batch["position_ids"].max() < 1200
     resumed = made(positions=pose.sampler(300, 1200, 7))
     resumed.load_state_dict({"consumed": 8})
     assert resumed.drilling() == flags[4] and all(torch.equal(v, batches[4][k]) for k, v in resumed.next().items())
-    ranks = [Stream(samples, 1, 7, 0, rank=r, world=2, drills=Drills(encode[0], 0.5, 7)) for r in (0, 1)]
+    ranks = [Stream(samples, 1, 7, 0, rank=r, world=2, drills=Drills(encode[0], 0.5, 7, 150, 1200)) for r in (0, 1)]
     for flag, batch in zip(flags, batches):
         assert all(s.drilling() == flag for s in ranks)
         assert torch.equal(torch.cat([s.next()["input_ids"] for s in ranks]), batch["input_ids"])
@@ -99,7 +107,7 @@ def test_the_stream_drills_whole_micro_batches_alike_resumed_and_split_over_rank
 def test_a_drill_batch_s_loss_is_the_cross_entropy_of_its_answer(tiny_model, encode):
     model = load_extended(tiny_model, "linear", 256).float()
     ids = torch.tensor(encode[0]("The quick brown fox jumps over the lazy dog. " * 30)[:200])
-    sample = Drills(encode[0], 0.999, 0)(0, 0, {"input_ids": ids, "labels": ids})
+    sample = Drills(encode[0], 0.5, 0, 200, 200)(0, 0, {"input_ids": ids, "labels": ids})
     batch = {k: v[None] for k, v in sample.items()} | {"attention_mask": torch.ones(1, 200, dtype=torch.int64)}
     logits = model(input_ids=batch["input_ids"]).logits[0].float()  # (200, V)
     n = int((sample["labels"] != IGNORE).sum())
@@ -109,13 +117,18 @@ def test_a_drill_batch_s_loss_is_the_cross_entropy_of_its_answer(tiny_model, enc
         torch.testing.assert_close(loss, by_hand, rtol=1e-5, atol=1e-5)
 
 
-def test_a_drilled_run_logs_its_drill_losses_and_resumes_bit_exactly(tiny_model, corpus, tmp_path):
-    common = dict(target_length=256, pose_window=200, drills=0.5, attention="s2", grad_accum=2, save_every=2,
-                  warmup_steps=1)
+def test_a_drilled_run_drills_under_full_attention_logs_drill_losses_and_resumes_bit_exactly(
+        tiny_model, corpus, tmp_path, monkeypatch):
+    sparse = []  # sequence lengths S²-Attn ran on
+    real = s2attn.s2_attention
+    monkeypatch.setattr(s2attn, "s2_attention", lambda q, *a, **kw: sparse.append(q.shape[2]) or real(q, *a, **kw))
+    common = dict(target_length=256, pose_window=200, drills=0.5, drill_window=128, attention="s2", grad_accum=2,
+                  save_every=2, warmup_steps=1, gradient_checkpointing=True)
     straight = train(run_cfg(tiny_model, corpus, tmp_path / "a", max_steps=4, **common), log=quiet)
+    assert 200 in sparse and 128 not in sparse  # text windows under S², drills (128 tokens) under full attention
     rows = metrics(straight)
-    stream = Stream([None] * 10, 1, 42, 0, drills=Drills(lambda _: [], 0.5, 42))
-    expected = [sum(stream.drills.chosen(2 * s + i) for i in range(2)) for s in range(4)]  # 2 micro-batches a step
+    expected = [sum(Drills(None, 0.5, 42, 128, 256).chosen(2 * s + i) for i in range(2))  # 2 micro-batches a step
+                for s in range(4)]
     assert [r.get("drills", 0) for r in rows] == expected and 0 < sum(expected) < 8
     assert all(r["drill_loss"] > 0 for r in rows if "drills" in r)
     cut = train(run_cfg(tiny_model, corpus, tmp_path / "b", max_steps=2, **common), log=quiet)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from finetune.s2attn import (apply_s2attn, group_boundaries, group_size_for, remove_s2attn, s2_attention,
-                             shifted_boundaries)
+from finetune.s2attn import (apply_s2attn, full_attention, group_boundaries, group_size_for, remove_s2attn,
+                             s2_attention, shifted_boundaries)
 
 
 def dense_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int,
@@ -167,6 +167,19 @@ def test_apply_trains_with_s2_and_evaluates_with_full_attention(llama_config):
     remove_s2attn(model)
     assert model.config._attn_implementation == "sdpa"
     torch.testing.assert_close(logits(model.train(), ids), full_train)
+
+
+def test_full_attention_inside_the_context_s2_again_after(llama_config):
+    model = tiny_llama(llama_config).train()
+    ids = torch.randint(0, 96, (1, 32), generator=torch.Generator().manual_seed(4))
+    full = logits(model, ids)
+    apply_s2attn(model)
+    sparse = logits(model, ids)
+    with full_attention(model):
+        torch.testing.assert_close(logits(model, ids), full)
+    torch.testing.assert_close(logits(model, ids), sparse)
+    assert not torch.allclose(sparse, full, atol=1e-4)
+    remove_s2attn(model)
 
 
 def test_apply_leaves_other_instances_alone(llama_config):
