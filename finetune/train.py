@@ -218,6 +218,7 @@ def start_run(run: Path, cfg: TrainConfig, base_dir: Path, extended: dict, model
         "trainable_parameters": trainable,
         "pose": {"window": cfg.pose_window, "chunks": pose.CHUNKS} if cfg.pose_window else None,
         "total_parameters": total, "train_samples": len(data.train), "heldout_samples": len(data.heldout),
+        "data": data.origin,
         "versions": checkpoint.versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 

@@ -70,6 +70,19 @@ def test_pretraining_labels_are_inputs(corpus, tok, tiny_model):
     assert data.heldout and all(torch.equal(s["input_ids"], s["labels"]) for s in data.train)
 
 
+def test_the_data_s_origin_tells_two_texts_apart_and_names_the_packages(corpus, tok, tiny_model):
+    quiet = lambda _: None  # noqa: E731
+    before = pretraining_data([corpus], tok, tiny_model, 64, 0.1, log=quiet).origin
+    assert before == pretraining_data([corpus], tok, tiny_model, 64, 0.1, log=quiet).origin
+    assert before["files"] == len(list(corpus.glob("*.txt"))) and before["sources"] == []
+    (corpus / "SOURCES").write_text("grep_3.8-5_amd64\nsed_4.9-1+deb12u1_amd64\n")
+    doc = corpus / "doc0.txt"  # prose
+    doc.write_text(doc.read_text().replace("the", "a", 1))  # a point release changes one word
+    after = pretraining_data([corpus], tok, tiny_model, 64, 0.1, log=quiet).origin
+    assert after["sources"] == ["grep_3.8-5_amd64", "sed_4.9-1+deb12u1_amd64"]
+    assert after["tokens_sha256"] != before["tokens_sha256"] and after["files"] == before["files"]
+
+
 def test_sft_loss_on_answer_only(tmp_path, tok):
     path = tmp_path / "sft.json"
     path.write_text(json.dumps([{"instruction": "What is blue?", "output": "The sky."},

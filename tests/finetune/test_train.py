@@ -31,6 +31,7 @@ def test_three_steps_write_run_metrics_and_checkpoint(tiny_model, corpus, tmp_pa
     info = read_run(run)
     assert info["rope_parameters"] == {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
     assert info["settings"]["mode"] == "longlora" and "torch" in info["versions"]
+    assert info["data"]["files"] == 3 and len(info["data"]["tokens_sha256"]) == 16
     rows = metrics(run)
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["loss"] == r["loss"] for r in rows)
     assert rows[-1]["eval_loss"] is not None
