@@ -32,18 +32,17 @@ from typing import Callable
 import torch
 
 from finetune import pose
-from finetune.passkey import NAMES as EVAL_NAMES
 
 IGNORE = -100  # label value the loss skips
 NOTE = "\nNote: the number for {name} is {key}.\n"
 QUESTION = "\nQuestion: what is the number for {name}? Answer: the number for {name} is"
 ANSWER = " {key}."
+# none of them is a name the evaluation asks for (finetune/passkey.py NAMES; tested)
 NAMES = ("Alice", "Boris", "Clara", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ingrid", "Jonas", "Kavya",
          "Lars", "Mei", "Nadia", "Oscar", "Priya", "Quentin", "Rosa", "Sven", "Tomas", "Uma", "Viktor",
          "Wanda", "Yusuf")
 MAX_KEYS = 4
 KEYS = (1, 99999)  # one to five digits: the evaluation asks for both (1..50000 and five-digit keys)
-assert not set(n.lower() for n in NAMES) & set(EVAL_NAMES)
 
 
 def drill(ids: torch.Tensor, notes: list[list[int]], spots: list[int], question: list[int],
@@ -72,7 +71,7 @@ def spread(room: int, lengths: list[int], rng: random.Random) -> list[int]:
     free = room - sum(lengths)
     if free < 0:
         raise ValueError(f"a drill's notes ({sum(lengths)} tokens) do not fit beside its question in a window "
-                         f"of this length; train longer windows or use --drills 0")
+                         f"of {room} tokens; give a longer --drill-window")
     gaps = sorted(rng.randint(0, free) for _ in lengths)  # (n,) free tokens before each piece
     starts, used = [], 0
     for gap, length in zip(gaps, lengths):

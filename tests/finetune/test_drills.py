@@ -71,6 +71,7 @@ def test_a_drill_asks_for_one_of_its_notes_and_answers_with_that_notes_key(encod
         skips.append(int(positions[-1]) - 299)
         assert all(torch.equal(v, make(m, 0, text)[k]) for k, v in out.items())  # a pure function of (seed, m, row)
     assert counts == set(range(1, drills.MAX_KEYS + 1)) and max(skips) > 600  # distances far beyond the window
+    assert not {n.lower() for n in drills.NAMES} & set(EVAL_NAMES)  # names the evaluation never asks for
     assert not torch.equal(make(0, 0, text)["input_ids"], make(0, 1, text)["input_ids"])  # rows differ
     assert torch.equal(Drills(encode, 0.5, 3, 400, 400)(0, 0, text)["position_ids"], torch.arange(400))
     with pytest.raises(ValueError, match="takes 500 tokens"):
