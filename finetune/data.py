@@ -140,17 +140,17 @@ def packed_blocks(paths: Iterable[Path], tokenizer, model_dir: Path, length: int
 
 def pretraining_data(paths, tokenizer, model_dir: Path, length: int, heldout: float, log=print) -> Dataset:
     """Packed blocks as causal-LM samples (labels = inputs; the model shifts them)."""
-    blocks = packed_blocks(paths, tokenizer, model_dir, length, log)
+    files = text_files(paths)
+    blocks = packed_blocks(files, tokenizer, model_dir, length, log)
     train, held = split_heldout(blocks, heldout)
     as_sample = lambda block: {"input_ids": block, "labels": block}  # noqa: E731
-    return Dataset([as_sample(b) for b in train], [as_sample(b) for b in held], origin(paths, blocks))
+    return Dataset([as_sample(b) for b in train], [as_sample(b) for b in held], origin(files, blocks))
 
 
-def origin(paths: Iterable[Path], blocks: torch.Tensor) -> dict[str, Any]:
+def origin(files: list[Path], blocks: torch.Tensor) -> dict[str, Any]:
     """The files' count, a digest of the packed tokens (two runs trained on the same text have the same one)
     and the `SOURCES` lines of the corpus folders (longctx/corpus.py writes there the Debian packages'
     versions: a point release changes a manual's text)."""
-    files = text_files(paths)
     sources = sorted({line for folder in {f.parent for f in files} if (folder / "SOURCES").is_file()
                       for line in (folder / "SOURCES").read_text().split()})
     digest = hashlib.sha256(blocks.numpy().tobytes()).hexdigest()[:16]

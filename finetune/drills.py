@@ -32,8 +32,8 @@ from typing import Callable
 import torch
 
 from finetune import pose
+from finetune.loss import IGNORE_INDEX as IGNORE
 
-IGNORE = -100  # label value the loss skips
 NOTE = "\nNote: the number for {name} is {key}.\n"
 QUESTION = "\nQuestion: what is the number for {name}? Answer: the number for {name} is"
 ANSWER = " {key}."
