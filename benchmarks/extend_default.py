@@ -151,7 +151,10 @@ def trained_row(run: Path, work: Path) -> Row:
     info = json.loads((run / "run.json").read_text())
     st = info["settings"]
     pose = f", PoSE window {st['pose_window']}" if st.get("pose_window") else ""
-    label = f"{st['rope']} + {st['mode']} ({st['attention']} attention{pose}), trained, merged"
+    drills = f", drills {st['drills']:g}" if st.get("drills") else ""
+    if drills and st.get("drill_window"):
+        drills += f" in {st['drill_window']}-token windows"
+    label = f"{st['rope']} + {st['mode']} ({st['attention']} attention{pose}{drills}), trained, merged"
     return Row(run.name, label, merged_model(run, work), run=run)
 
 

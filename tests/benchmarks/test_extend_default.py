@@ -167,3 +167,18 @@ def test_a_results_file_from_before_gives_its_invocations_with_its_machine(tmp_p
     assert extend_default.carried(s, out).invocations == [
         "- 2026-11-29 17:27:27 – 2026-11-29 17:38:44 UTC, load 1.0 / 2.0 / 3.0 at the end, on AMD EPYC, 2 cores, "
         "avx2 avx512f avx512_bf16, auto dtype bfloat16: `python x.py`"]
+
+
+def test_a_trained_row_is_labelled_by_its_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(extend_default, "merged_model", lambda run, work: work / run.name)
+    settings = {"rope": "yarn", "mode": "longlora", "attention": "s2", "pose_window": 8192, "drills": 0.0}
+    labels = {}
+    for name, extra in [("text", {}), ("drills", {"drills": 0.5, "drill_window": 4096}), ("same", {"drills": 0.25})]:
+        run = tmp_path / name
+        run.mkdir()
+        (run / "run.json").write_text(json.dumps({"settings": {**settings, **extra}}))
+        labels[name] = extend_default.trained_row(run, tmp_path).label
+    assert labels["text"] == "yarn + longlora (s2 attention, PoSE window 8192), trained, merged"
+    assert labels["drills"] == ("yarn + longlora (s2 attention, PoSE window 8192, drills 0.5 in 4096-token windows), "
+                                "trained, merged")
+    assert labels["same"] == "yarn + longlora (s2 attention, PoSE window 8192, drills 0.25), trained, merged"
