@@ -23,8 +23,9 @@ import torch
 from finetune.config import TrainConfig, UsageError
 from longctx.home import atomic_dir
 
-# Settings that may change when a run is resumed; any other difference means another run.
-RESUMABLE_CHANGES = ("max_steps", "save_every", "resume", "loss_chunk")  # none changes the math
+# Settings that may change when a run is resumed; any other difference means another run. None changes the
+# math: a run folder moved or copied elsewhere (--out) resumes, e.g. a copy continued to more --max-steps.
+RESUMABLE_CHANGES = ("max_steps", "save_every", "resume", "loss_chunk", "out")
 LIBRARIES = ("torch", "transformers", "peft", "accelerate")
 
 

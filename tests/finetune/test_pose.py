@@ -1,6 +1,7 @@
 """PoSE (arXiv 2309.10400 §3): skipped position ids, their determinism, and that training really uses them."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -88,9 +89,10 @@ def test_two_step_pose_run_with_s2attn_resumes_bit_exactly(tiny_model, corpus, t
     assert max(m for training, m in seen if training) > 63  # training windows skip beyond their length
     assert {m for training, m in seen if not training} == {63}  # held-out eval: consecutive positions
     cut = train(run_cfg(tiny_model, corpus, tmp_path / "b", max_steps=1, **common), log=quiet)
-    train(run_cfg(tiny_model, corpus, cut, max_steps=2, resume=True, **common), log=quiet)
-    assert [r["loss"] for r in metrics(cut)] == [r["loss"] for r in metrics(straight)]
-    a, b = final_weights(straight), final_weights(cut)
+    branch = shutil.copytree(cut, tmp_path / "c")  # a copied run folder resumes too: a run continued in a copy
+    train(run_cfg(tiny_model, corpus, branch, max_steps=2, resume=True, **common), log=quiet)
+    assert [r["loss"] for r in metrics(branch)] == [r["loss"] for r in metrics(straight)]
+    a, b = final_weights(straight), final_weights(branch)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
