@@ -154,7 +154,8 @@ def trained_row(run: Path, work: Path) -> Row:
     drills = f", drills {st['drills']:g}" if st.get("drills") else ""
     if drills and st.get("drill_window"):
         drills += f" in {st['drill_window']}-token windows"
-    label = f"{st['rope']} + {st['mode']} ({st['attention']} attention{pose}{drills}), trained, merged"
+    decay = f", learning rate decayed over the last {st['decay_steps']} steps" if st.get("decay_steps") else ""
+    label = f"{st['rope']} + {st['mode']} ({st['attention']} attention{pose}{drills}{decay}), trained, merged"
     return Row(run.name, label, merged_model(run, work), run=run)
 
 
@@ -506,7 +507,7 @@ def identity(row: dict) -> list:
     run = row.get("run") or {}
     ran = run.get("settings")
     if ran is not None:
-        bookkeeping = {*RESUMABLE_CHANGES, "out"} - {"max_steps"}
+        bookkeeping = {*RESUMABLE_CHANGES, "out"} - {"max_steps", "decay_steps"}
         ran = {k: v for k, v in {**settings(TrainConfig()), **ran}.items() if k not in bookkeeping}
     return [row.get("eval_flags"), row.get("serve_flags"), ran, run.get("losses")]
 

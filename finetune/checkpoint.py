@@ -24,8 +24,9 @@ from finetune.config import TrainConfig, UsageError
 from longctx.home import atomic_dir
 
 # Settings that may change when a run is resumed; any other difference means another run. None changes the
-# math: a run folder moved or copied elsewhere (--out) resumes, e.g. a copy continued to more --max-steps.
-RESUMABLE_CHANGES = ("max_steps", "save_every", "resume", "loss_chunk", "out")
+# steps already taken: a run folder moved or copied elsewhere (--out) resumes, e.g. a copy continued to more
+# --max-steps, or a constant-rate run's checkpoint branched into a learning-rate decay (--decay-steps).
+RESUMABLE_CHANGES = ("max_steps", "decay_steps", "save_every", "resume", "loss_chunk", "out")
 LIBRARIES = ("torch", "transformers", "peft", "accelerate")
 
 
@@ -98,6 +99,19 @@ def check_resumable(run: Path, cfg: TrainConfig, world: int = 1) -> None:
         raise UsageError(f"{run} trains {math.prod(was)} sequences per step (batch {was[0]} x accumulation "
                          f"{was[1]} x {was[2]} process(es)), not {now[0]} x {now[1]} x {now[2]} = "
                          f"{math.prod(now)}; keep --batch-size x --grad-accum x processes at {math.prod(was)}")
+
+
+def record_resume(run: Path, cfg: TrainConfig, step: int) -> None:
+    """Write into run.json the settings a resume at `step` changed, so that it says how the run went on."""
+    info = read_run(run)
+    old, new = info["settings"], settings(cfg)
+    defaults = settings(TrainConfig())
+    changed = {k: [old.get(k, defaults[k]), new[k]] for k in RESUMABLE_CHANGES
+               if k != "resume" and old.get(k, defaults[k]) != new[k]}
+    if changed:
+        info["settings"].update({k: now for k, (_, now) in changed.items()})
+        info.setdefault("resumes", []).append({"step": step, "changed": changed})
+        write_json(Path(run) / "run.json", info)
 
 
 def checkpoints(run: Path) -> list[Path]:

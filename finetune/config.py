@@ -52,6 +52,9 @@ class TrainConfig:
     """peak learning rate (paper: 2e-5)"""
     warmup_steps: int = 20
     """linear warm-up steps, then constant (paper: 20)"""
+    decay_steps: int = 0
+    """the last this many steps decay the learning rate linearly towards 0 (warmup-stable-decay, arXiv
+    2405.18392); 0: constant to the end (paper). A resume may add it: a constant-rate checkpoint branches into a decay"""
     weight_decay: float = 0.0
     """AdamW weight decay (paper: 0)"""
     max_grad_norm: float = 1.0
@@ -99,6 +102,8 @@ class TrainConfig:
             raise UsageError("--loss-chunk must be at least 0 (0: the model's own loss over full logits)")
         if self.lr <= 0 or self.warmup_steps < 0 or self.max_grad_norm < 0:
             raise UsageError("--lr must be positive, --warmup-steps and --max-grad-norm non-negative")
+        if not 0 <= self.decay_steps <= self.max_steps:
+            raise UsageError("--decay-steps must be from 0 (off) to --max-steps")
         if self.pose_window and not 1 < self.pose_window < self.target_length:
             raise UsageError("--pose-window must be 0 (off) or between 2 and --target-length (exclusive)")
         if not 0 <= self.drills < 1:

@@ -40,9 +40,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     model = distributed.wrap(model, cfg.mode, d)
     bf16 = use_bf16(cfg.precision, d.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    # AdamW with the paper's betas (0.9, 0.95); linear warm-up then constant (DeepSpeed WarmupLR).
+    # AdamW with the paper's betas (0.9, 0.95); linear warm-up then constant (DeepSpeed WarmupLR), then a decay.
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     # The chunked loss calls the LM head outside the forward, which FSDP's sharded weights do not allow.
     chunk = 0 if distributed.is_sharded(model) else cfg.loss_chunk
     head = distributed.unwrap(model).get_output_embeddings()
@@ -62,6 +62,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     step = restore(resume_from, model, optimizer, scheduler, stream) if resume_from else 0
     if d.main and resume_from:
         checkpoint.trim_metrics(run, step)
+        checkpoint.record_resume(run, cfg, step)
     if d.main and not resume_from:
         start_run(run, cfg, base_dir, rope, model, data, bf16, d)
     window = f" in PoSE windows of {cfg.pose_window}" if cfg.pose_window else ""
@@ -85,13 +86,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
                     drill_losses.append(loss.item() * cfg.grad_accum)
                 tokens += int(batch["attention_mask"].sum())
             grad_norm = clip(params, cfg.max_grad_norm)
+            lr = optimizer.param_groups[0]["lr"]  # this step's rate; scheduler.step() sets the next one's
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
 
             seconds = time.time() - started
-            record = {"step": step, "loss": distributed.mean(loss_sum, d), "lr": scheduler.get_last_lr()[0],
+            record = {"step": step, "loss": distributed.mean(loss_sum, d), "lr": lr,
                       "grad_norm": grad_norm, "tokens_per_s": distributed.mean(tokens, d) * d.world / seconds,
                       "seconds": seconds}
             if drill_losses:  # every process drills the same micro-batches; `loss` is over all of them
@@ -268,4 +270,15 @@ def restore(resume_from: Path, model, optimizer, scheduler, stream: Stream) -> i
     scheduler.load_state_dict(state["scheduler"])
     stream.load_state_dict(state["data"])
     checkpoint.set_rng_state(state["rng"])
-    return int(state["step"])
+    step = int(state["step"])
+    for group, lr in zip(optimizer.param_groups, scheduler.base_lrs):  # a resume may change the schedule's end
+        group["lr"] = lr * scheduler.lr_lambdas[0](step)
+    return step
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimizer step `step` (0-based) over --lr: linear warm-up over --warmup-steps, constant,
+    then over the last --decay-steps linear towards 0 (1/decay_steps at the last step), as warmup-stable-decay
+    (Hägele et al. 2024, arXiv 2405.18392): the decay may branch from any checkpoint of the constant phase."""
+    warm = min(1.0, (step + 1) / (cfg.warmup_steps + 1))
+    return warm * (min(1.0, (cfg.max_steps - step) / cfg.decay_steps) if cfg.decay_steps else 1.0)

@@ -173,7 +173,8 @@ def test_a_trained_row_is_labelled_by_its_training(tmp_path, monkeypatch):
     monkeypatch.setattr(extend_default, "merged_model", lambda run, work: work / run.name)
     settings = {"rope": "yarn", "mode": "longlora", "attention": "s2", "pose_window": 8192, "drills": 0.0}
     labels = {}
-    for name, extra in [("text", {}), ("drills", {"drills": 0.5, "drill_window": 4096}), ("same", {"drills": 0.25})]:
+    for name, extra in [("text", {}), ("drills", {"drills": 0.5, "drill_window": 4096}), ("same", {"drills": 0.25}),
+                        ("decay", {"decay_steps": 40})]:
         run = tmp_path / name
         run.mkdir()
         (run / "run.json").write_text(json.dumps({"settings": {**settings, **extra}}))
@@ -182,3 +183,5 @@ def test_a_trained_row_is_labelled_by_its_training(tmp_path, monkeypatch):
     assert labels["drills"] == ("yarn + longlora (s2 attention, PoSE window 8192, drills 0.5 in 4096-token windows), "
                                 "trained, merged")
     assert labels["same"] == "yarn + longlora (s2 attention, PoSE window 8192, drills 0.25), trained, merged"
+    assert labels["decay"] == ("yarn + longlora (s2 attention, PoSE window 8192, learning rate decayed over the last "
+                               "40 steps), trained, merged")

@@ -59,6 +59,7 @@ def one_line_error(capsys, after_progress=False):
     (["--data", "/nonexistent"], "does not exist"),
     (["--data", "corpus:pg19"], "unknown corpus 'pg19'"),
     (["--pose-window", 128], "--pose-window must be 0 (off) or between 2 and --target-length"),
+    (["--decay-steps", 1000], "--decay-steps must be from 0 (off) to --max-steps"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(train_args, tmp_path, capsys, change, message):
     assert cli(*train_args, *change) == 2

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from longctx import hardware
 from finetune.checkpoint import checkpoint_at, checkpoints, read_run
 from finetune.config import TrainConfig, UsageError
-from finetune.train import train, use_bf16
+from finetune.train import lr_factor, train, use_bf16
 
 
 def quiet(_):
@@ -65,6 +65,26 @@ def test_resume_gives_the_same_weights(tiny_model, corpus, tmp_path, mode):
     a, b = final_weights(straight), final_weights(cut)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [c.name for c in checkpoints(cut)] == ["step-000002", "step-000004"]
+
+
+def test_learning_rate_warms_up_holds_then_decays_until_the_last_step():
+    cfg = TrainConfig(max_steps=10, warmup_steps=2, decay_steps=4)
+    assert [lr_factor(s, cfg) for s in range(10)] == pytest.approx([1 / 3, 2 / 3, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+    assert [lr_factor(s, TrainConfig(max_steps=10, warmup_steps=0)) for s in range(10)] == [1.0] * 10
+
+
+def test_a_decay_branched_from_a_constant_run_is_the_run_with_that_decay(tiny_model, corpus, tmp_path):
+    common = dict(grad_accum=2, save_every=2)
+    straight = train(run_cfg(tiny_model, corpus, tmp_path / "a", max_steps=4, decay_steps=3, **common), log=quiet)
+    branch = train(run_cfg(tiny_model, corpus, tmp_path / "b", max_steps=2, **common), log=quiet)  # constant
+    train(run_cfg(tiny_model, corpus, branch, max_steps=4, decay_steps=3, resume=True, **common), log=quiet)
+    assert [r["lr"] for r in metrics(branch)] == [r["lr"] for r in metrics(straight)] == pytest.approx(
+        [3e-3, 3e-3, 2e-3, 1e-3])  # 1, 1, 2/3 and 1/3 of --lr
+    a, b = final_weights(straight), final_weights(branch)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    info = read_run(branch)
+    assert info["settings"]["decay_steps"] == 3 and info["settings"]["max_steps"] == 4
+    assert info["resumes"] == [{"step": 2, "changed": {"max_steps": [2, 4], "decay_steps": [0, 3]}}]
 
 
 def test_resume_of_another_run_is_refused(tiny_model, corpus, tmp_path):
