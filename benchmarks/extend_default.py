@@ -294,7 +294,9 @@ def training(result: dict) -> str:
     r = result.get("run")
     if not r:
         return "none"
-    return f"{r['steps']} steps, {r['tokens'] / 1e6:.2f} M tokens, {r['train_hours']:.2f} h, {r['dtype']}"
+    lr = r.get("settings", {}).get("lr")
+    return (f"{r['steps']} steps, {r['tokens'] / 1e6:.2f} M tokens, {r['train_hours']:.2f} h, "
+            f"{f'lr {lr:g}, ' if lr else ''}{r['dtype']}")
 
 
 def table(s: Settings, results: dict[str, dict]) -> list[str]:

@@ -96,7 +96,7 @@ def reported(tmp_path):
 
 def test_cells_of_the_results_file_stay_and_cells_measured_here_replace_them(tmp_path):
     s, out = reported(tmp_path)
-    run = {"steps": 3, "tokens": 3e6, "train_hours": 1.5, "dtype": "bfloat16"}
+    run = {"steps": 3, "tokens": 3e6, "train_hours": 1.5, "dtype": "bfloat16", "settings": {"lr": 5e-5}}
     answer = {"kind": "single", "index": 0, "correct": True, "seconds": 2.0, "depth": 0.5, "key": 7, "answer": "7."}
     elsewhere = {"dynamic": cell_row({128: 40.0}, {300: [answer]}), "run": cell_row({512: 30.0}, run=run)}
     written(s, out, elsewhere, ["- an invocation elsewhere"])
@@ -112,7 +112,7 @@ def test_cells_of_the_results_file_stay_and_cells_measured_here_replace_them(tmp
     text = out.read_text()
     assert "- an invocation elsewhere" in text
     assert "- `dynamic` ppl @128: 40.00 in the results file before, 41.00 measured here (float32 both times)" in text
-    assert "| a row (`run`) | — | 30.00 | — | — | 3 steps, 3.00 M tokens, 1.50 h, bfloat16 |" in text
+    assert "| a row (`run`) | — | 30.00 | — | — | 3 steps, 3.00 M tokens, 1.50 h, lr 5e-05, bfloat16 |" in text
 
     # carried again by the next report: nothing is lost or counted twice
     extend_default.report(s, {}, out, ["extend_default.py"], [], extend_default.carried(s, out))
