@@ -509,7 +509,7 @@ def identity(row: dict) -> list:
     run = row.get("run") or {}
     ran = run.get("settings")
     if ran is not None:
-        bookkeeping = {*RESUMABLE_CHANGES, "out"} - {"max_steps", "decay_steps"}
+        bookkeeping = set(RESUMABLE_CHANGES) - {"max_steps", "decay_steps"}
         ran = {k: v for k, v in {**settings(TrainConfig()), **ran}.items() if k not in bookkeeping}
     return [row.get("eval_flags"), row.get("serve_flags"), ran, run.get("losses")]
 

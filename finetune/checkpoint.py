@@ -85,14 +85,12 @@ def check_resumable(run: Path, cfg: TrainConfig, world: int = 1) -> None:
     The process count may change (elastic resume, e.g. 2 nodes -> 1) when the global batch stays:
     batch_size x grad_accum x processes sequences per step, so each step sees the same samples."""
     info = read_run(run)
-    old, new = info["settings"], settings(cfg)
-    per_step = ("batch_size", "grad_accum")
-    defaults = settings(TrainConfig())  # a setting added after the run started had its default value
-    diff = [k for k in new if k not in RESUMABLE_CHANGES + per_step and old.get(k, defaults[k]) != new[k]]
+    diff = [k for k in changes(info, cfg) if k not in RESUMABLE_CHANGES + ("batch_size", "grad_accum")]
     if diff:
         k = diff[0]
-        raise UsageError(f"{run} was started with {k}={old.get(k)!r}, not {new[k]!r}: "
+        raise UsageError(f"{run} was started with {k}={info['settings'].get(k)!r}, not {settings(cfg)[k]!r}: "
                          f"it is a different run; use another --out or the same settings")
+    old = info["settings"]
     was = (old["batch_size"], old["grad_accum"], int(info.get("world_size", 1)))
     now = (cfg.batch_size, cfg.grad_accum, world)
     if math.prod(was) != math.prod(now):
@@ -101,13 +99,17 @@ def check_resumable(run: Path, cfg: TrainConfig, world: int = 1) -> None:
                          f"{math.prod(now)}; keep --batch-size x --grad-accum x processes at {math.prod(was)}")
 
 
+def changes(info: dict[str, Any], cfg: TrainConfig) -> dict[str, list]:
+    """The settings `cfg` has otherwise than the run of `info` (run.json): {name: [was, now]}."""
+    old, new = info["settings"], settings(cfg)
+    defaults = settings(TrainConfig())  # a setting added after the run started had its default value
+    return {k: [old.get(k, defaults[k]), v] for k, v in new.items() if old.get(k, defaults[k]) != v}
+
+
 def record_resume(run: Path, cfg: TrainConfig, step: int) -> None:
     """Write into run.json the settings a resume at `step` changed, so that it says how the run went on."""
     info = read_run(run)
-    old, new = info["settings"], settings(cfg)
-    defaults = settings(TrainConfig())
-    changed = {k: [old.get(k, defaults[k]), new[k]] for k in RESUMABLE_CHANGES
-               if k != "resume" and old.get(k, defaults[k]) != new[k]}
+    changed = {k: v for k, v in changes(info, cfg).items() if k in RESUMABLE_CHANGES and k != "resume"}
     if changed:
         info["settings"].update({k: now for k, (_, now) in changed.items()})
         info.setdefault("resumes", []).append({"step": step, "changed": changed})
